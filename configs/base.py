@@ -1,0 +1,94 @@
+"""The schema every config shares: each key the library reads, with its default.
+
+Dataset-family defaults (`default_toy.py`, `default_cifar10_configs.py`, ...) start from
+`get_base_config()` and set their own values; experiment files change only what differs.
+Field names follow the paper's code (yang-song/score_sde). `None` means "no value".
+"""
+import ml_collections
+
+
+def get_base_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 42
+
+  config.training = training = ml_collections.ConfigDict()
+  training.sde = 'vpsde'                 # 'vpsde' | 'subvpsde' | 'vesde'
+  training.continuous = True             # continuous-time DSM; False: the discrete SMLD / DDPM loss
+  training.reduce_mean = False           # mean (True) or sum (False) of the per-example loss over dims
+  training.likelihood_weighting = False  # lambda(t) = g(t)^2 (Song et al. 2021b)
+  training.batch_size = 128              # global batch, split over all devices of all hosts
+  training.n_iters = 1300001
+  training.log_freq = 50
+  training.eval_freq = 100
+  training.snapshot_freq = 50000         # kept forever
+  training.snapshot_freq_for_preemption = 10000   # only the latest is kept
+  training.snapshot_sampling = True      # draw samples at each snapshot_freq
+  training.distributed = False           # multi-host: call jax.distributed.initialize()
+
+  config.sampling = sampling = ml_collections.ConfigDict()
+  sampling.method = 'pc'                 # 'pc' | 'ode' | 'dpm_solver' | 'heun' | 'ddim'
+  sampling.predictor = 'euler_maruyama'  # 'euler_maruyama' | 'reverse_diffusion' | 'ancestral_sampling' | 'none'
+  sampling.corrector = 'none'            # 'langevin' | 'ald' | 'none'
+  sampling.snr = 0.16
+  sampling.n_steps_each = 1
+  sampling.noise_removal = True
+  sampling.probability_flow = False
+  sampling.num_steps = None              # None: sde.N
+  sampling.order = 3                     # DPM-Solver++ order
+  sampling.rtol = 1e-5
+  sampling.atol = 1e-5
+  sampling.eps = 1e-3                    # smallest time the samplers integrate down to
+  sampling.time_schedule = 'uniform'     # 'uniform' | 'logsnr' | 'edm'
+  sampling.rho = 7.0
+  sampling.S_churn = 0.0
+  sampling.S_min = 0.0
+  sampling.S_max = float('inf')
+  sampling.S_noise = 1.0
+  sampling.batch_size = 512              # samples drawn at each snapshot during training
+
+  config.eval = evaluate = ml_collections.ConfigDict()
+  evaluate.begin_ckpt = 1
+  evaluate.end_ckpt = None
+  evaluate.batch_size = 512
+  evaluate.enable_sampling = False
+  evaluate.num_samples = 50000
+  evaluate.enable_loss = True
+  evaluate.enable_bpd = False
+  evaluate.bpd_dataset = 'test'
+  evaluate.num_repeats = 1
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = 'spiral'
+  data.path = None                       # for data.dataset = 'folder'
+  data.image_size = 32
+  data.num_channels = 3
+  data.centered = False                  # [-1, 1] if True, else [0, 1]
+  data.random_flip = True
+  data.uniform_dequantization = False
+  data.num_classes = None
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = 'mlp'
+  model.sigma_min = 0.01
+  model.sigma_max = 50.0
+  model.num_scales = 1000
+  model.beta_min = 0.1
+  model.beta_max = 20.0
+  model.beta_schedule = 'linear'         # VP / sub-VP: 'linear' (the paper) | 'cosine'
+  model.ema_rate = 0.9999
+  model.scale_by_sigma = False
+  model.dropout = 0.1
+  model.embedding_type = 'positional'    # 'positional' | 'fourier'
+  model.fourier_scale = 16.0
+  model.nf = 128
+  model.conditional = True
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = 'Adam'
+  optim.lr = 2e-4
+  optim.beta1 = 0.9
+  optim.eps = 1e-8
+  optim.weight_decay = 0.0
+  optim.warmup = 5000
+  optim.grad_clip = 1.0
+  return config

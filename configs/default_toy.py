@@ -1,0 +1,46 @@
+"""Defaults for 2-D toy experiments: a small time-conditioned MLP trained on CPU in minutes."""
+from configs import base
+
+
+def get_config():
+  config = base.get_base_config()
+  training = config.training
+  training.batch_size = 256
+  training.n_iters = 4000
+  training.log_freq = 100
+  training.eval_freq = 500
+  training.snapshot_freq = 2000
+  training.snapshot_freq_for_preemption = 500
+  training.continuous = True
+  training.reduce_mean = True
+
+  sampling = config.sampling
+  sampling.batch_size = 2000
+  sampling.num_steps = 500
+
+  config.eval.batch_size = 2000
+
+  data = config.data
+  data.dataset = 'spiral'     # see score_sde.datasets.toy.TOY_DISTRIBUTIONS
+  data.image_size = None
+  data.num_channels = None
+  data.dim = 2
+  data.centered = True
+  data.random_flip = False
+
+  model = config.model
+  model.name = 'mlp'
+  model.nf = 128              # hidden width
+  model.num_layers = 3
+  model.embedding_type = 'fourier'
+  model.fourier_scale = 16.0
+  model.dropout = 0.0
+  model.ema_rate = 0.999
+  model.sigma_min = 0.01
+  model.sigma_max = 3.0       # VE: about the data's diameter
+
+  optim = config.optim
+  optim.lr = 2e-3
+  optim.warmup = 100
+  optim.grad_clip = 1.0
+  return config

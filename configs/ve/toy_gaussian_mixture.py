@@ -1,0 +1,9 @@
+"""gaussian mixture with the VE SDE."""
+from configs import default_toy
+
+
+def get_config():
+  config = default_toy.get_config()
+  config.training.sde = 'vesde'
+  config.data.dataset = 'gaussian_mixture'
+  return config

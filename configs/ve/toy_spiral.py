@@ -1,0 +1,9 @@
+"""spiral with the VE SDE."""
+from configs import default_toy
+
+
+def get_config():
+  config = default_toy.get_config()
+  config.training.sde = 'vesde'
+  config.data.dataset = 'spiral'
+  return config

@@ -1,0 +1,9 @@
+"""gaussian mixture with the VP SDE."""
+from configs import default_toy
+
+
+def get_config():
+  config = default_toy.get_config()
+  config.training.sde = 'vpsde'
+  config.data.dataset = 'gaussian_mixture'
+  return config

@@ -1,0 +1,281 @@
+"""Forward SDEs of Song et al. (2021) and their reverse-time / probability-flow counterparts.
+
+Every SDE here is linear in x,
+
+    dx = f(t) x dt + g(t) dw,        t in [0, T],
+
+so its perturbation kernel is Gaussian, p_0t(x(t) | x(0)) = N(m(t) x(0), s(t)^2 I), and
+``marginal_prob`` returns (m(t) x(0), s(t)). Shapes: ``x`` is (B, ...) and ``t`` is (B,).
+
+An SDE is a small immutable object with pure methods; it can be closed over by ``jax.jit``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def batch_mul(a: jax.Array, x: jax.Array) -> jax.Array:
+  """Multiplies a per-example (B,) array into x of shape (B, ...)."""
+  a = jnp.asarray(a)
+  return a.reshape(a.shape + (1,) * (x.ndim - a.ndim)) * x
+
+
+def _sum_except_batch(x: jax.Array) -> jax.Array:
+  return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def _std_normal_logp(z: jax.Array, scale: float | jax.Array = 1.0) -> jax.Array:
+  """log N(z; 0, scale^2 I), summed over all but the batch axis: (B, ...) -> (B,)."""
+  d = np.prod(z.shape[1:])
+  return (-0.5 * d * jnp.log(2 * np.pi * scale**2)
+          - _sum_except_batch(z**2) / (2 * scale**2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise schedules of the variance-preserving family.
+#
+# The VP and sub-VP SDEs are defined by beta(t) and its integral B(t) = int_0^t beta(s) ds;
+# the mean coefficient is m(t) = exp(-B(t)/2) for both.
+# ---------------------------------------------------------------------------------------------
+
+COSINE_S = 0.008          # Nichol & Dhariwal's offset.
+COSINE_T_MAX = 0.9946     # Phase cut-off that keeps beta(1) finite (as in DPM-Solver's cosine VP).
+
+
+def _cosine_phase(t):
+  return 0.5 * math.pi * (t * COSINE_T_MAX + COSINE_S) / (1.0 + COSINE_S)
+
+
+@dataclasses.dataclass(frozen=True)
+class _VPFamily:
+  """Shared schedule for VP and sub-VP. ``beta_schedule`` is 'linear' (the paper) or 'cosine'.
+
+  linear:  beta(t) = beta_min + t (beta_max - beta_min),  B(t) = beta_min t + (beta_max - beta_min) t^2 / 2.
+  cosine:  alpha_bar(t) = cos^2(phi(t)) / cos^2(phi(0)),  phi(t) = pi/2 (t c + s) / (1 + s),
+           B(t) = -log alpha_bar(t),  beta(t) = pi c / (1 + s) tan(phi(t))   (c = 0.9946, s = 0.008).
+  """
+  beta_min: float = 0.1
+  beta_max: float = 20.0
+  N: int = 1000
+  beta_schedule: str = 'linear'
+
+  def __post_init__(self):
+    if self.beta_schedule not in ('linear', 'cosine'):
+      raise ValueError(f"Unknown beta_schedule {self.beta_schedule!r}; valid: 'linear', 'cosine'.")
+    if self.N < 1:
+      raise ValueError(f'N must be >= 1, got {self.N}.')
+
+  @property
+  def T(self) -> float:
+    return 1.0
+
+  def beta(self, t):
+    if self.beta_schedule == 'linear':
+      return self.beta_min + t * (self.beta_max - self.beta_min)
+    return math.pi * COSINE_T_MAX / (1.0 + COSINE_S) * jnp.tan(_cosine_phase(t))
+
+  def integrated_beta(self, t):
+    """B(t) = int_0^t beta(s) ds = -2 log m(t)."""
+    if self.beta_schedule == 'linear':
+      return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+    return -2.0 * (jnp.log(jnp.cos(_cosine_phase(t))) - math.log(math.cos(_cosine_phase(0.0))))
+
+  @property
+  def discrete_betas(self) -> jax.Array:
+    """beta_i of the N-step discrete chain (DDPM's betas for the linear schedule)."""
+    if self.beta_schedule == 'linear':
+      return jnp.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
+    t = np.arange(self.N + 1, dtype=np.float64) / self.N
+    log_alpha_bar = -np.asarray(self.integrated_beta(t), dtype=np.float64)
+    return jnp.asarray(np.clip(1.0 - np.exp(np.diff(log_alpha_bar)), 0.0, 0.999), jnp.float32)
+
+  @property
+  def alphas(self) -> jax.Array:
+    return 1.0 - self.discrete_betas
+
+  @property
+  def alphas_cumprod(self) -> jax.Array:
+    return jnp.cumprod(self.alphas)
+
+  def _timestep(self, t):
+    return (t * (self.N - 1) / self.T).astype(jnp.int32)
+
+  def log_mean_coeff(self, t):
+    return -0.5 * self.integrated_beta(t)
+
+  def prior_sampling(self, rng, shape):
+    return jax.random.normal(rng, shape)
+
+  def prior_logp(self, z):
+    return _std_normal_logp(z)
+
+  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
+    return ReverseSDE(self, score_fn, probability_flow)
+
+
+@dataclasses.dataclass(frozen=True)
+class VPSDE(_VPFamily):
+  """Variance-preserving SDE (the continuous DDPM): dx = -beta(t)/2 x dt + sqrt(beta(t)) dw.
+
+  Marginal: m(t) = exp(-B(t)/2), s(t)^2 = 1 - exp(-B(t)). Prior N(0, I).
+  """
+
+  def sde(self, x, t):
+    beta_t = self.beta(t)
+    return -0.5 * batch_mul(beta_t, x), jnp.sqrt(beta_t)
+
+  def marginal_prob(self, x, t):
+    lmc = self.log_mean_coeff(t)
+    return batch_mul(jnp.exp(lmc), x), jnp.sqrt(-jnp.expm1(2.0 * lmc))
+
+  def discretize(self, x, t):
+    """DDPM's chain: x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z, as x_i = x_{i-1} + f + G z."""
+    i = self._timestep(t)
+    beta = self.discrete_betas[i]
+    f = batch_mul(jnp.sqrt(self.alphas[i]), x) - x
+    return f, jnp.sqrt(beta)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubVPSDE(_VPFamily):
+  """Sub-VP SDE: dx = -beta(t)/2 x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw.
+
+  Marginal: m(t) = exp(-B(t)/2), s(t) = 1 - exp(-B(t)) (its variance is below the VP one).
+  """
+
+  def sde(self, x, t):
+    beta_t = self.beta(t)
+    discount = -jnp.expm1(-2.0 * self.integrated_beta(t))
+    return -0.5 * batch_mul(beta_t, x), jnp.sqrt(beta_t * discount)
+
+  def marginal_prob(self, x, t):
+    lmc = self.log_mean_coeff(t)
+    return batch_mul(jnp.exp(lmc), x), -jnp.expm1(2.0 * lmc)
+
+  def discretize(self, x, t):
+    """The DDPM chain with the sub-VP discount on its noise (the paper code has none):
+
+    x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i (1 - exp(-2 B(t_i)))) z.
+    Its mean matches VP's and its per-step variance is the continuous one's, beta(t) dt discounted.
+    """
+    i = self._timestep(t)
+    beta = self.discrete_betas[i]
+    discount = -jnp.expm1(-2.0 * self.integrated_beta(t))
+    f = batch_mul(jnp.sqrt(self.alphas[i]), x) - x
+    return f, jnp.sqrt(beta * discount)
+
+
+@dataclasses.dataclass(frozen=True)
+class VESDE:
+  """Variance-exploding SDE (continuous SMLD): dx = sigma(t) sqrt(2 log(sigma_max/sigma_min)) dw,
+
+  sigma(t) = sigma_min (sigma_max/sigma_min)^t.  Marginal: m(t) = 1, s(t) = sigma(t).
+  Prior N(0, sigma_max^2 I).
+  """
+  sigma_min: float = 0.01
+  sigma_max: float = 50.0
+  N: int = 1000
+
+  def __post_init__(self):
+    if not 0 < self.sigma_min < self.sigma_max:
+      raise ValueError(f'Need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}.')
+    if self.N < 1:
+      raise ValueError(f'N must be >= 1, got {self.N}.')
+
+  @property
+  def T(self) -> float:
+    return 1.0
+
+  @property
+  def discrete_sigmas(self) -> jax.Array:
+    """SMLD's N noise levels, geometric from sigma_min to sigma_max."""
+    return jnp.exp(jnp.linspace(np.log(self.sigma_min), np.log(self.sigma_max), self.N))
+
+  def sigma(self, t):
+    return self.sigma_min * (self.sigma_max / self.sigma_min)**t
+
+  def sde(self, x, t):
+    g = self.sigma(t) * np.sqrt(2 * (np.log(self.sigma_max) - np.log(self.sigma_min)))
+    return jnp.zeros_like(x), g
+
+  def marginal_prob(self, x, t):
+    return x, self.sigma(t)
+
+  def prior_sampling(self, rng, shape):
+    return jax.random.normal(rng, shape) * self.sigma_max
+
+  def prior_logp(self, z):
+    return _std_normal_logp(z, self.sigma_max)
+
+  def discretize(self, x, t):
+    """SMLD's chain: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z (sigma_{-1} = 0)."""
+    i = (t * (self.N - 1) / self.T).astype(jnp.int32)
+    sigma = self.discrete_sigmas[i]
+    adjacent = jnp.where(i == 0, 0.0, self.discrete_sigmas[jnp.maximum(i - 1, 0)])
+    return jnp.zeros_like(x), jnp.sqrt(sigma**2 - adjacent**2)
+
+  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
+    return ReverseSDE(self, score_fn, probability_flow)
+
+
+SDE = VPSDE | SubVPSDE | VESDE
+
+
+@dataclasses.dataclass(frozen=True)
+class ReverseSDE:
+  """The reverse-time SDE of Anderson (1982), or with ``probability_flow`` the ODE with the same marginals:
+
+      dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dw_bar          (reverse SDE)
+      dx = [f(x, t) - g(t)^2 score(x, t) / 2] dt                     (probability flow)
+
+  ``sde`` returns the reverse drift and diffusion, to be integrated from t = T down to 0.
+  ``discretize`` does the same for the forward SDE's discretization (reverse diffusion).
+  """
+  forward: SDE
+  score_fn: ScoreFn
+  probability_flow: bool = False
+
+  @property
+  def T(self):
+    return self.forward.T
+
+  @property
+  def N(self):
+    return self.forward.N
+
+  def _reverse(self, f, g, x, t):
+    score = self.score_fn(x, t)
+    weight = 0.5 if self.probability_flow else 1.0
+    drift = f - batch_mul(g**2, score) * weight
+    return drift, jnp.zeros_like(g) if self.probability_flow else g
+
+  def sde(self, x, t):
+    f, g = self.forward.sde(x, t)
+    return self._reverse(f, g, x, t)
+
+  def discretize(self, x, t):
+    f, g = self.forward.discretize(x, t)
+    return self._reverse(f, g, x, t)
+
+
+SDES = {'vpsde': VPSDE, 'subvpsde': SubVPSDE, 'vesde': VESDE}
+
+
+def get_sde(config) -> SDE:
+  """Builds the SDE named by ``config.training.sde`` from the paper's ``config.model`` fields."""
+  name = config.training.sde.lower()
+  if name not in SDES:
+    raise ValueError(f'Unknown SDE {config.training.sde!r}; valid: {sorted(SDES)}.')
+  m = config.model
+  if name == 'vesde':
+    return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
+  return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales,
+                    beta_schedule=m.get('beta_schedule', 'linear'))
