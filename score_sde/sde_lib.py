@@ -54,6 +54,11 @@ def _cosine_phase(t):
   return 0.5 * math.pi * (t * COSINE_T_MAX + COSINE_S) / (1.0 + COSINE_S)
 
 
+def _cosine_log_alpha_bar(t, xp=jnp):
+  """log alpha_bar(t) = 2 log(cos phi(t) / cos phi(0)); ``xp`` is jnp, or np for constants."""
+  return 2.0 * (xp.log(xp.cos(_cosine_phase(t))) - math.log(math.cos(_cosine_phase(0.0))))
+
+
 @dataclasses.dataclass(frozen=True)
 class _VPFamily:
   """Shared schedule for VP and sub-VP. ``beta_schedule`` is 'linear' (the paper) or 'cosine'.
@@ -86,15 +91,14 @@ class _VPFamily:
     """B(t) = int_0^t beta(s) ds = -2 log m(t)."""
     if self.beta_schedule == 'linear':
       return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
-    return -2.0 * (jnp.log(jnp.cos(_cosine_phase(t))) - math.log(math.cos(_cosine_phase(0.0))))
+    return -_cosine_log_alpha_bar(t)
 
   @property
   def discrete_betas(self) -> jax.Array:
     """beta_i of the N-step discrete chain (DDPM's betas for the linear schedule)."""
     if self.beta_schedule == 'linear':
       return jnp.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
-    t = np.arange(self.N + 1, dtype=np.float64) / self.N
-    log_alpha_bar = -np.asarray(self.integrated_beta(t), dtype=np.float64)
+    log_alpha_bar = _cosine_log_alpha_bar(np.arange(self.N + 1, dtype=np.float64) / self.N, np)
     return jnp.asarray(np.clip(1.0 - np.exp(np.diff(log_alpha_bar)), 0.0, 0.999), jnp.float32)
 
   @property
