@@ -1,0 +1,128 @@
+"""Denoising score matching and the pure train / eval step.
+
+With x(t) = m x(0) + s z, z ~ N(0, I), the per-example loss is
+
+    continuous:  lambda(t) || s_theta(x(t), t) + z / s ||^2,   t ~ U(eps, T)
+                 lambda(t) = s^2 (default) or g(t)^2 (``likelihood_weighting``)
+    discrete:    || s_theta(x_i, t_i) s_i + z ||^2,            i ~ U{0, ..., N-1}
+
+summed (or, with ``reduce_mean``, averaged) over data dimensions. The discrete loss is DDPM's
+epsilon loss for VP (s_i = sqrt(1 - alpha_bar_i)) and SMLD's sigma^2-weighted loss for VE
+(s_i = sigma_i): both are the continuous one on the discrete chain's kernel.
+
+Randomness is drawn per example from ``fold_in(rng, global example index)``, so a step gives the
+same result whatever the number of devices the global batch is split over.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from score_sde import parallel, sde_lib
+from score_sde.models import utils as mutils
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Arrays only: the schedule, EMA rate and RNG live in the optimizer and the step function."""
+  step: jax.Array
+  params: Any
+  ema_params: Any
+  opt_state: Any
+
+
+def _ddpm_kernel(sde, i):
+  ac = sde.alphas_cumprod[i]
+  return jnp.sqrt(ac), jnp.sqrt(1.0 - ac)
+
+
+def _smld_kernel(sde, i):
+  return jnp.ones_like(sde.discrete_sigmas[i]), sde.discrete_sigmas[i]
+
+
+# Discrete-time training exists for the two chains of the papers: DDPM (VP) and SMLD (VE).
+DISCRETE_KERNELS = {sde_lib.VPSDE: _ddpm_kernel, sde_lib.VESDE: _smld_kernel}
+
+
+def _per_example_noise(rng, x, index_offset):
+  """(u, z): u ~ U(0, 1) of shape (B,) and z ~ N(0, I) of x's shape, keyed by global index."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(x.shape[0]))
+  u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
+  z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x.shape[1:]))(keys)
+  return u, z
+
+
+def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
+               likelihood_weighting=False, eps=1e-5, index_offset=0) -> jax.Array:
+  """Per-example denoising score matching losses, (B, ...) -> (B,). See the module docstring."""
+  u, z = _per_example_noise(rng, x, index_offset)
+  if continuous:
+    t = u * (sde.T - eps) + eps
+    mean, std = sde.marginal_prob(x, t)
+  else:
+    if type(sde) not in DISCRETE_KERNELS:
+      raise ValueError(f'Discrete-time training is defined for '
+                       f'{[c.__name__ for c in DISCRETE_KERNELS]}, not {type(sde).__name__}; '
+                       f'set training.continuous=True.')
+    i = jnp.minimum((u * sde.N).astype(jnp.int32), sde.N - 1)
+    t = i / (sde.N - 1) * sde.T if sde.N > 1 else jnp.zeros_like(u)
+    mean_coeff, std = DISCRETE_KERNELS[type(sde)](sde, i)
+    mean = sde_lib.batch_mul(mean_coeff, x)
+  score = score_fn(mean + sde_lib.batch_mul(std, z), t)
+  reduce = jnp.mean if reduce_mean else jnp.sum
+  if continuous and likelihood_weighting:
+    g2 = sde.sde(jnp.zeros_like(x), t)[1]**2
+    residual = score + sde_lib.batch_mul(1.0 / std, z)
+    return reduce(residual.reshape(x.shape[0], -1)**2, axis=-1) * g2
+  residual = sde_lib.batch_mul(std, score) + z
+  return reduce(residual.reshape(x.shape[0], -1)**2, axis=-1)
+
+
+def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
+                likelihood_weighting=False, eps=1e-5) -> Callable:
+  """loss_fn(params, x, rng, index_offset) -> (mean loss, per-example losses)."""
+  def loss_fn(params, x, rng, index_offset):
+    noise_rng, dropout_rng = jax.random.split(rng)
+    score_fn = mutils.get_score_fn(sde, model, params, train=train, continuous=continuous,
+                                   rng=jax.random.fold_in(dropout_rng, index_offset))
+    losses = dsm_losses(noise_rng, score_fn, x, sde, continuous=continuous, reduce_mean=reduce_mean,
+                        likelihood_weighting=likelihood_weighting, eps=eps,
+                        index_offset=index_offset)
+    return jnp.mean(losses), losses
+  return loss_fn
+
+
+def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: bool,
+                ema_rate: float, continuous=True, reduce_mean=False, likelihood_weighting=False,
+                eps=1e-5) -> Callable:
+  """One pure step ``step_fn(state, batch, rng, axis_name=None) -> (state, metrics)``.
+
+  ``batch['image']`` is this device's (b, ...) slice of the global batch; ``rng`` is the run's
+  base key (the step folds in ``state.step``). Under ``pmap`` pass ``axis_name``: gradients and
+  metrics are averaged over devices, so the result equals the single-device step on the whole
+  batch. With ``train=False`` the EMA parameters are evaluated and the state is unchanged.
+  """
+  loss_fn = get_loss_fn(sde, model, train=train, continuous=continuous, reduce_mean=reduce_mean,
+                        likelihood_weighting=likelihood_weighting, eps=eps)
+
+  def step_fn(state: TrainState, batch, rng, axis_name=None):
+    x = batch['image']
+    rng = jax.random.fold_in(rng, state.step)
+    offset = parallel.device_index(axis_name) * x.shape[0]
+    if not train:
+      loss, _ = loss_fn(state.ema_params, x, rng, offset)
+      return state, {'loss': parallel.pmean(loss, axis_name)}
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, rng, offset)
+    grads = parallel.pmean(grads, axis_name)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_rate)
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
+                              opt_state=opt_state)
+    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+    return new_state, parallel.pmean(metrics, axis_name)
+  return step_fn
