@@ -43,4 +43,4 @@ def get_config():
   optim.lr = 2e-3
   optim.warmup = 100
   optim.grad_clip = 1.0
-  return config
+  return config.lock()   # experiment files may change values, not add keys: a typo fails

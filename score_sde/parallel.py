@@ -70,14 +70,15 @@ def device_index(axis_name: str | None) -> jax.Array:
   return jnp.zeros((), jnp.int32) if axis_name is None else jax.lax.axis_index(axis_name)
 
 
-def pmap_step(step_fn: Callable, devices: Sequence | None = None) -> Callable:
+def pmap_step(step_fn: Callable, devices: Sequence | None = None, donate: bool = True) -> Callable:
   """pmaps ``step_fn(state, batch, rng, axis_name=...)`` over ``devices``.
 
-  The state (argument 0) is donated: its buffers are reused for the new state, halving memory.
+  With ``donate`` the state (argument 0) is donated: its buffers are reused for the new state,
+  halving memory (the caller must not touch the old state again, so not for evaluation).
   The rng is broadcast (the step folds in the example index itself), the batch is sharded.
   """
   return jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
-                  in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)
+                  in_axes=(0, 0, None), donate_argnums=(0,) if donate else (), devices=devices)
 
 
 def host_local_slice(n: int) -> slice:
@@ -89,3 +90,10 @@ def host_local_slice(n: int) -> slice:
 
 def to_host(x: Any) -> Any:
   return jax.tree.map(np.asarray, jax.device_get(x))
+
+
+def pmap_sampling(fn: Callable, devices: Sequence | None = None) -> Callable:
+  """pmaps ``fn(params, rng)`` with replicated params and a distinct key on every device."""
+  def per_device(params, rng):
+    return fn(params, jax.random.fold_in(rng, jax.lax.axis_index(AXIS)))
+  return jax.pmap(per_device, axis_name=AXIS, in_axes=(0, None), devices=devices)

@@ -41,7 +41,7 @@ def _vp_conditioning(sde, t, continuous):
   if continuous:
     return t * 999, sde.marginal_prob(jnp.zeros((t.shape[0], 1)), t)[1]
   labels = t * (sde.N - 1)
-  return labels, jnp.sqrt(1.0 - sde.alphas_cumprod)[labels.astype(jnp.int32)]
+  return labels, jnp.sqrt(1.0 - sde.alphas_cumprod)[jnp.round(labels).astype(jnp.int32)]
 
 
 def _ve_conditioning(sde, t, continuous):

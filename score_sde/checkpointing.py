@@ -1,0 +1,83 @@
+"""Orbax checkpoints of the train state and the data position: atomic, resumable, pruned.
+
+Layout: ``<workdir>/checkpoints/<step>/{state, data}``. ``state`` is the (unreplicated) train
+state pytree, ``data`` the data iterator's JSON state. Orbax writes each checkpoint to a
+temporary directory and renames it when complete, so an interrupted save never becomes the
+latest: ``latest_step`` only sees finished checkpoints.
+
+Retention (one manager, one directory): the most recent checkpoint is always kept (the frequent
+preemption snapshot) and every step that is a multiple of ``keep_period`` (the periodic
+snapshots, ``training.snapshot_freq``) is kept forever.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is missing, incomplete or does not match the model being restored."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+class Checkpointer:
+  """Saves and restores ``(state, data_state)`` pairs under ``directory``."""
+
+  def __init__(self, directory: str, keep_period: int | None = None, async_save: bool = True,
+               read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, keep_period=keep_period, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=('state', 'data'))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_state: dict | None = None) -> None:
+    """Starts saving (asynchronously); ``wait`` blocks until it is on disk."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              data=ocp.args.JsonSave(data_state or {}))
+    self._manager.save(step, args=args, force=True)
+
+  def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict]:
+    """Restores the checkpoint at ``step`` (default: the latest) into ``template``'s structure.
+
+    Raises ``CheckpointError`` naming the directory and the steps present if there is none, or
+    naming the broken checkpoint if it cannot be read or does not fit ``template``.
+    """
+    steps = self.all_steps()
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise CheckpointError(f'No complete checkpoint in {self.directory}.')
+    elif step not in steps:
+      raise CheckpointError(f'No checkpoint for step {step} in {self.directory}; '
+                            f'available steps: {steps}.')
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
+                              data=ocp.args.JsonRestore())
+    try:
+      restored = self._manager.restore(step, args=args)
+    except Exception as e:  # orbax raises many types for unreadable or mismatched trees
+      raise CheckpointError(
+          f'Checkpoint {os.path.join(self.directory, str(step))} could not be restored '
+          f'({type(e).__name__}: {str(e)[:500]}). If it is corrupt, move it away to resume from '
+          f'an earlier one (available steps: {steps}); if the config changed, use the config it '
+          f'was trained with.') from e
+    return restored['state'], dict(restored['data'] or {})
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,68 @@
+"""Drawing samples from a trained model on all devices: the one place samplers meet models."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde import parallel, sampling, sde_lib
+from score_sde.models import utils as mutils
+
+
+def sample_shape(config) -> tuple[int, ...]:
+  """Per-example data shape: (H, W, C) for images, (D,) for low-dimensional data."""
+  if config.data.image_size is None:
+    return (config.data.dim,)
+  return (config.data.image_size, config.data.image_size, config.data.num_channels)
+
+
+def get_sample_fn(config, sde, model, per_device_batch: int, devices: Sequence | None = None):
+  """``sample_fn(replicated_params, rng) -> (samples, nfe)``, samples (num_devices, b, ...).
+
+  The sampler is built (and its config validated) here, once; it is compiled on first call.
+  """
+  sampler = sampling.get_sampler(config, sde, (per_device_batch,) + sample_shape(config))
+
+  def sample(params, rng):
+    score_fn = mutils.get_score_fn(sde, model, params, train=False,
+                                   continuous=config.training.continuous)
+    return sampler(rng, score_fn)
+  return parallel.pmap_sampling(sample, devices)
+
+
+def draw_samples(sample_fn, replicated_params: Any, rng, num_samples: int,
+                 per_call: int) -> tuple[np.ndarray, int]:
+  """Calls ``sample_fn`` (``per_call`` samples a call) until ``num_samples`` are drawn.
+
+  Returns the samples (num_samples, ...) on the host and the NFE of one call.
+  """
+  out, nfe = [], 0
+  for r in range(math.ceil(num_samples / per_call)):
+    samples, nfe = sample_fn(replicated_params, jax.random.fold_in(rng, r))
+    out.append(parallel.unshard(parallel.to_host(samples)))
+  return np.concatenate(out)[:num_samples], int(np.asarray(nfe).reshape(-1)[0])
+
+
+def reverse_sde_paths(rng, score_fn, sde, x_T, num_steps: int = 200, eps: float = 1e-3,
+                      num_saved: int = 50):
+  """Euler–Maruyama paths of the reverse SDE from x_T (K, D), for pictures.
+
+  Returns (paths (num_saved, K, D), times (num_saved,)) from t=T down to t=eps.
+  """
+  rsde = sde.reverse(score_fn)
+  ts = jnp.linspace(sde.T, eps, num_steps)
+  dt = -(sde.T - eps) / (num_steps - 1)
+
+  def step(x, inputs):
+    t, key = inputs
+    drift, g = rsde.sde(x, jnp.full((x.shape[0],), t))
+    x = x + drift * dt + sde_lib.batch_mul(g * jnp.sqrt(-dt), jax.random.normal(key, x.shape))
+    return x, x
+
+  _, xs = jax.lax.scan(step, x_T, (ts[:-1], jax.random.split(rng, num_steps - 1)))
+  xs = jnp.concatenate([x_T[None], xs])
+  keep = np.linspace(0, num_steps - 1, num_saved).round().astype(int)
+  return np.asarray(xs)[keep], np.asarray(ts)[keep]

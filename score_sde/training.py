@@ -1,0 +1,232 @@
+"""The training loop: build everything from the config, step on all devices, log, checkpoint.
+
+``train_and_evaluate(config, workdir)`` is the whole job behind ``train.py``. It resumes from the
+latest complete checkpoint in ``<workdir>/checkpoints`` (same step, optimizer state, EMA and data
+position), saves on SIGTERM / Ctrl-C, and stops on a non-finite loss without overwriting the
+last good checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from score_sde import checkpointing, datasets, generation, losses, models, parallel, plotting
+from score_sde import sde_lib
+from score_sde.models import utils as mutils
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def _adam(optim, schedule):
+  return optax.adamw(learning_rate=schedule, b1=optim.beta1, eps=optim.eps,
+                     weight_decay=optim.weight_decay)
+
+
+OPTIMIZERS = {'Adam': _adam}
+
+
+def get_optimizer(optim) -> optax.GradientTransformation:
+  """Global-norm clipping, then Adam(W) with the paper's linear warm-up: lr min(step/warmup, 1)."""
+  if optim.optimizer not in OPTIMIZERS:
+    raise ValueError(f'Unknown optimizer {optim.optimizer!r}; valid: {sorted(OPTIMIZERS)}.')
+  schedule = (optax.linear_schedule(0.0, optim.lr, optim.warmup) if optim.warmup > 0
+              else optax.constant_schedule(optim.lr))
+  chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
+  return optax.chain(*chain, OPTIMIZERS[optim.optimizer](optim, schedule))
+
+
+def init_train_state(config, model, optimizer, rng) -> losses.TrainState:
+  params = mutils.init_params(rng, model, generation.sample_shape(config))
+  return losses.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+                           opt_state=optimizer.init(params))
+
+
+def get_step_fns(config, sde, model, optimizer):
+  """(train_step, eval_step), both ``(state, batch, rng, axis_name=None)``."""
+  kwargs = dict(ema_rate=config.model.ema_rate, continuous=config.training.continuous,
+                reduce_mean=config.training.reduce_mean,
+                likelihood_weighting=config.training.likelihood_weighting)
+  return (losses.get_step_fn(sde, model, optimizer, train=True, **kwargs),
+          losses.get_step_fn(sde, model, optimizer, train=False, **kwargs))
+
+
+@dataclasses.dataclass
+class _Stop:
+  """Set by SIGTERM / SIGINT; the loop checks it between steps."""
+  signal: int | None = None
+
+  def __call__(self, signum, frame):
+    self.signal = signum
+
+
+def _install_signal_handlers(stop: _Stop):
+  previous = {}
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    try:
+      previous[sig] = signal.signal(sig, stop)
+    except ValueError:  # not the main thread: leave signals alone
+      pass
+  return previous
+
+
+def _report(message: str, bar: tqdm.tqdm | None = None) -> None:
+  """Progress for people: above the progress bar on a terminal, a plain line in a log."""
+  if jax.process_index() != 0:
+    return
+  if bar is not None and not bar.disable:
+    bar.write(message)
+  else:
+    print(message, flush=True)
+
+
+def _format_eta(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+class _Writer:
+  """TensorBoard scalars (tensorboardX event files) on the first host only."""
+
+  def __init__(self, logdir: str):
+    self._writer = None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter
+      self._writer = SummaryWriter(logdir)
+
+  def scalars(self, step: int, values: dict[str, float]):
+    if self._writer is not None:
+      for k, v in values.items():
+        self._writer.add_scalar(k, v, step)
+      self._writer.flush()
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
+
+
+def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarray | None = None,
+                         title: str = '') -> str:
+  """2-D data: a scatter plot over the data; images: a grid in [0, 1]."""
+  if config.data.image_size is None:
+    return plotting.scatter_2d(samples, path, data=data, title=title)
+  images = datasets.get_data_inverse_scaler(config)(samples)
+  return plotting.image_grid(images[:64], path)
+
+
+def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) -> losses.TrainState:
+  """Trains ``config`` in ``workdir`` up to ``config.training.n_iters`` steps; returns the state."""
+  parallel.initialize_distributed(config.training.distributed)
+  devices = list(devices or jax.local_devices())
+  n_dev = len(devices)
+  # Everything that can fail on bad input is built before any work is done.
+  sde = sde_lib.get_sde(config)
+  model = models.get_model(config)
+  optimizer = get_optimizer(config.optim)
+  train_iter = datasets.get_dataset(config, 'train', num_local_devices=n_dev)
+  eval_iter = datasets.get_dataset(config, 'test', num_local_devices=n_dev)
+  train_step, eval_step = get_step_fns(config, sde, model, optimizer)
+  p_train_step = parallel.pmap_step(train_step, devices)
+  p_eval_step = parallel.pmap_step(eval_step, devices, donate=False)
+  tc = config.training
+  sample_fn = None
+  if tc.snapshot_sampling:
+    per_device = parallel.per_device_batch_size(config.sampling.batch_size, n_dev)
+    sample_fn = generation.get_sample_fn(config, sde, model, per_device, devices)
+
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, train_rng, sample_rng = jax.random.split(rng, 3)
+  state = init_train_state(config, model, optimizer, init_rng)
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
+                                    keep_period=tc.snapshot_freq)
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(state)
+    if 'train' in data_state:
+      train_iter.set_state(data_state['train'])
+    _report(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
+  start_step = int(state.step)
+  p_state = parallel.replicate(state, devices)
+  writer = _Writer(os.path.join(workdir, 'tensorboard'))
+  stop = _Stop()
+  previous_handlers = _install_signal_handlers(stop)
+  finite = jnp.array(True)
+
+  def save(step):
+    if not bool(finite):
+      raise NonFiniteLossError(
+          f'Loss became NaN/inf before step {step}; not saving. The last good checkpoint in '
+          f'{ckpt.directory} (step {ckpt.latest_step()}) is kept. Lower optim.lr or raise '
+          f'optim.warmup / optim.grad_clip.')
+    ckpt.save(step, parallel.unreplicate(p_state), {'train': train_iter.get_state()})
+
+  bar = tqdm.tqdm(total=tc.n_iters, initial=start_step, disable=not sys.stderr.isatty(),
+                  dynamic_ncols=True, desc='train')
+  t0, s0 = time.time(), start_step
+  try:
+    for step in range(start_step + 1, tc.n_iters + 1):
+      batch = next(train_iter)
+      p_state, metrics = p_train_step(p_state, batch, train_rng)
+      finite = finite & jnp.all(jnp.isfinite(metrics['loss']))
+      bar.update(1)
+      if step % tc.log_freq == 0 or step == tc.n_iters:
+        loss = float(metrics['loss'][0])
+        if not np.isfinite(loss):
+          raise NonFiniteLossError(
+              f'Loss is {loss} at step {step}. Training stopped; the last good checkpoint in '
+              f'{ckpt.directory} (step {ckpt.latest_step()}) is kept. Lower optim.lr or raise '
+              f'optim.warmup / optim.grad_clip.')
+        rate = (step - s0) / max(time.time() - t0, 1e-9)
+        eta = _format_eta((tc.n_iters - step) / max(rate, 1e-9))
+        bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
+        _report(f'step {step}/{tc.n_iters}  loss {loss:.5f}  {rate:.1f} steps/s  ETA {eta}', bar)
+        writer.scalars(step, {'train/loss': loss, 'train/grad_norm': float(metrics['grad_norm'][0]),
+                              'train/steps_per_sec': rate})
+      if step % tc.eval_freq == 0:
+        _, eval_metrics = p_eval_step(p_state, next(eval_iter), train_rng)
+        writer.scalars(step, {'eval/loss': float(eval_metrics['loss'][0])})
+      if (step % tc.snapshot_freq_for_preemption == 0 or step % tc.snapshot_freq == 0
+          or step == tc.n_iters):
+        save(step)
+      if sample_fn is not None and (step % tc.snapshot_freq == 0 or step == tc.n_iters):
+        _snapshot_samples(config, sample_fn, p_state, sample_rng, step, workdir)
+      if stop.signal is not None:
+        _report(f'Signal {stop.signal} received: saved step {step}; stopping.', bar)
+        save(step)
+        break
+  finally:
+    bar.close()
+    ckpt.close()
+    writer.close()
+    for sig, handler in previous_handlers.items():
+      signal.signal(sig, handler)
+  return parallel.unreplicate(p_state)
+
+
+def _snapshot_samples(config, sample_fn, p_state, rng, step, workdir):
+  """Samples ``sampling.batch_size`` examples with the EMA parameters; host 0 writes them."""
+  per_call = config.sampling.batch_size // jax.process_count()
+  samples, nfe = generation.draw_samples(sample_fn, p_state.ema_params,
+                                         jax.random.fold_in(rng, step), per_call, per_call)
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, 'samples', f'step_{step}.png')
+  save_samples_picture(config, samples, path, title=f'step {step} (EMA, {nfe} NFE)')
+  np.savez_compressed(os.path.join(workdir, 'samples', f'step_{step}.npz'), samples=samples)
+  _report(f'Wrote {path}')
