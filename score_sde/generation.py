@@ -47,12 +47,12 @@ def draw_samples(sample_fn, replicated_params: Any, rng, num_samples: int,
 
 
 def reverse_sde_paths(rng, score_fn, sde, x_T, num_steps: int = 200, eps: float = 1e-3,
-                      num_saved: int = 50):
-  """Euler–Maruyama paths of the reverse SDE from x_T (K, D), for pictures.
+                      num_saved: int = 50, probability_flow: bool = True):
+  """Euler(–Maruyama) paths of the probability-flow ODE (or reverse SDE) from x_T (K, D).
 
-  Returns (paths (num_saved, K, D), times (num_saved,)) from t=T down to t=eps.
+  For pictures: returns (paths (num_saved, K, D), times (num_saved,)) from t=T down to eps.
   """
-  rsde = sde.reverse(score_fn)
+  rsde = sde.reverse(score_fn, probability_flow=probability_flow)
   ts = jnp.linspace(sde.T, eps, num_steps)
   dt = -(sde.T - eps) / (num_steps - 1)
 

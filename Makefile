@@ -1,0 +1,29 @@
+# `make demo` and `make test` each set up .venv on a fresh clone (python3 >= 3.11 needed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= runs/demo_spiral_vp
+DEMO_CONFIG ?= configs/vp/toy_spiral.py
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) train.py --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR)
+	$(PY) sample.py --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/samplers.py
+	$(PY) benchmarks/likelihood.py
+	$(PY) benchmarks/data.py
+
+clean:
+	rm -rf runs
