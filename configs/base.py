@@ -66,6 +66,9 @@ def get_base_config():
   data.random_flip = True
   data.uniform_dequantization = False
   data.num_classes = None
+  data.data_dir = None                   # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets)
+  data.num_workers = 2                   # grain worker threads (sized for a 2-core machine)
+  data.prefetch = 2                      # batches prepared ahead of the training step
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'mlp'

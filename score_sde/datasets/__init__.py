@@ -1,19 +1,34 @@
 """Data entry point: ``get_dataset(config, split)`` for every dataset, toy or image.
 
 An iterator yields dicts of numpy arrays laid out for the devices,
-``{'image': [num_local_devices, per_device_batch, ...]}``, already scaled to the model's range
-(``get_data_scaler``), and is resumable: ``get_state()`` returns a JSON-serialisable dict that
-``set_state`` restores, so a checkpoint can hold the data position.
+``{'image': [num_local_devices, per_device_batch, ...]}`` (plus ``'label'``: [devices, b] int32
+for labelled image datasets), already scaled to the model's range (``get_data_scaler``), and is
+resumable: ``get_state()`` returns a JSON-serialisable dict that ``set_state`` restores, so a
+checkpoint can hold the data position.
+
+Image datasets (``DATASETS``): TFDS ones read by ``tfds.data_source`` + grain (no TensorFlow at
+run time; see ``tfds_images`` for preparing them) and ``'folder'`` (``data.path``; see
+``folder``). Training iterators shuffle, repeat forever and flip (``data.random_flip``); the
+``'test'`` split is shuffled and repeated but never flipped, for the training loop's eval loss.
+
+A finite evaluation pass (bits/dim over a whole split)::
+
+  it = get_dataset(config, 'test', evaluation=True, num_repeats=config.eval.num_repeats,
+                   uniform_dequantization=True)
+  for batch in it:            # it.num_batches batches, in the split's order, no flips
+    ...                       # batch['mask']: [devices, b] bool, False on the padding of the last
+                              # batch; weight per-example results by it
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+import functools
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 
 from score_sde import parallel
-from score_sde.datasets import toy
+from score_sde.datasets import folder, pipeline, tfds_images, toy
 
 
 def get_data_scaler(config):
@@ -60,19 +75,70 @@ class ToyIterator:
     self.step = int(state['step'])
 
 
+def _tfds_builder(name: str) -> Callable:
+  return functools.partial(tfds_images.get_source, name)
+
+
+def _folder_source(config, split: str):
+  del split   # a folder has one split
+  source = folder.scan_folder(config.data.path)
+  if source.num_channels != config.data.num_channels:
+    raise ValueError(f'Images under {config.data.path!r} have {source.num_channels} channel(s) '
+                     f'(mode {source.mode}) but data.num_channels = {config.data.num_channels}.')
+  preprocess = functools.partial(folder.decode, mode=source.mode,
+                                 image_size=config.data.image_size)
+  return source, preprocess, source.labels is not None
+
+
+# name -> builder(config, split) -> (random-access source, preprocess, has_label).
+DATASETS: dict[str, Callable] = {
+    **{name: _tfds_builder(name) for name in tfds_images.TFDS_DATASETS},
+    'folder': _folder_source,
+}
+
+
+def valid_dataset_names() -> list[str]:
+  return sorted(toy.TOY_DISTRIBUTIONS) + sorted(DATASETS)
+
+
 def get_dataset(config, split: str = 'train', num_local_devices: int | None = None,
-                batch_size: int | None = None):
+                batch_size: int | None = None, *, evaluation: bool = False, num_repeats: int = 1,
+                uniform_dequantization: bool | None = None):
   """Iterator of device-laid-out batches for ``config.data.dataset``.
 
-  ``batch_size`` is global (all hosts); default ``config.training.batch_size`` for 'train' and
-  ``config.eval.batch_size`` otherwise.
+  Args:
+    config: the run's config; reads ``config.data`` (and ``seed``, the batch sizes).
+    split: 'train' | 'test' (the dataset's evaluation split, e.g. CelebA's 'validation') | any
+      other TFDS split string, e.g. 'train[:1000]'.
+    num_local_devices: devices of this host the batch is laid out for (default: all).
+    batch_size: global (all hosts); default ``config.training.batch_size`` for 'train' and
+      ``config.eval.batch_size`` otherwise.
+    evaluation: image datasets only: a finite pass over the whole split, ``num_repeats`` times,
+      unshuffled and unflipped, with a ``'mask'`` for the padded last batch (module docstring).
+    num_repeats: passes over the split when ``evaluation`` (each with fresh dequantization noise).
+    uniform_dequantization: overrides ``data.uniform_dequantization`` (e.g. True for bits/dim).
+
+  Returns:
+    An iterator with ``get_state()`` / ``set_state(state)``.
   """
   num_local_devices = num_local_devices or jax.local_device_count()
   if batch_size is None:
     batch_size = config.training.batch_size if split == 'train' else config.eval.batch_size
   parallel.per_device_batch_size(batch_size, num_local_devices)   # fails early if it doesn't divide
   name = config.data.dataset
+  seed = config.seed if split == 'train' else config.seed + 1
   if name in toy.TOY_DISTRIBUTIONS:
-    seed = config.seed if split == 'train' else config.seed + 1
     return ToyIterator(name, batch_size, seed, num_local_devices)
-  raise ValueError(f'Unknown dataset {name!r}; valid: {sorted(toy.TOY_DISTRIBUTIONS)}.')
+  if name not in DATASETS:
+    raise ValueError(f'Unknown dataset {name!r}; valid: {valid_dataset_names()}.')
+  source, preprocess, _ = DATASETS[name](config, split)
+  data = config.data
+  dequantize = data.uniform_dequantization if uniform_dequantization is None else uniform_dequantization
+  opts = pipeline.PipelineOptions(
+      global_batch_size=batch_size, num_local_devices=num_local_devices,
+      image_shape=(data.image_size, data.image_size, data.num_channels), seed=seed,
+      shuffle=not evaluation, num_epochs=num_repeats if evaluation else None,
+      random_flip=bool(data.random_flip) and split == 'train' and not evaluation,
+      uniform_dequantization=bool(dequantize), scaler=get_data_scaler(config),
+      num_workers=data.get('num_workers', 2), prefetch=data.get('prefetch', 2))
+  return pipeline.build(source, preprocess, opts)
