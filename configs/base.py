@@ -38,7 +38,8 @@ def get_base_config():
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
   sampling.eps = 1e-3                    # smallest time the samplers integrate down to
-  sampling.time_schedule = 'uniform'     # 'uniform' | 'logsnr' | 'edm'
+  sampling.time_schedule = None          # 'uniform' | 'logsnr' | 'edm'; None: the method's own
+                                         # (dpm_solver/ddim 'logsnr', heun 'edm'); pc/ode: uniform only
   sampling.rho = 7.0
   sampling.S_churn = 0.0
   sampling.S_min = 0.0
