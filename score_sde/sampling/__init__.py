@@ -14,7 +14,7 @@ Methods (``config.sampling.method``), one builder each in ``METHODS``:
 """
 from __future__ import annotations
 
-from score_sde.sampling import pc
+from score_sde.sampling import ode, pc, solvers
 
 
 def _num_steps(cfg, sde) -> int:
@@ -24,15 +24,49 @@ def _num_steps(cfg, sde) -> int:
   return num_steps
 
 
+def _fixed_grid_only(cfg, method):
+  if cfg.time_schedule not in (None, 'uniform'):
+    raise ValueError(f"time_schedule {cfg.time_schedule!r} is not available for method {method!r}: "
+                     "its time grid is the paper's uniform one (use None or 'uniform').")
+
+
 def _pc(cfg, sde, shape):
+  _fixed_grid_only(cfg, 'pc')
   return pc.get_pc_sampler(sde, shape, predictor=cfg.predictor, corrector=cfg.corrector,
                            snr=cfg.snr, n_steps_each=cfg.n_steps_each,
                            noise_removal=cfg.noise_removal, eps=cfg.eps,
                            num_steps=_num_steps(cfg, sde))
 
 
+def _ode(cfg, sde, shape):
+  _fixed_grid_only(cfg, 'ode')
+  return ode.get_ode_sampler(sde, shape, rtol=cfg.rtol, atol=cfg.atol, eps=cfg.eps,
+                             noise_removal=cfg.noise_removal)
+
+
+def _dpm_solver(cfg, sde, shape, order=None):
+  return solvers.get_dpm_solver_sampler(
+      sde, shape, num_steps=_num_steps(cfg, sde), order=order or cfg.order, eps=cfg.eps,
+      time_schedule=cfg.time_schedule or 'logsnr', rho=cfg.rho)
+
+
+def _ddim(cfg, sde, shape):
+  return _dpm_solver(cfg, sde, shape, order=1)
+
+
+def _heun(cfg, sde, shape):
+  return solvers.get_heun_sampler(
+      sde, shape, num_steps=_num_steps(cfg, sde), eps=cfg.eps,
+      time_schedule=cfg.time_schedule or 'edm', rho=cfg.rho, S_churn=cfg.S_churn,
+      S_min=cfg.S_min, S_max=cfg.S_max, S_noise=cfg.S_noise)
+
+
 METHODS = {
     'pc': _pc,
+    'ode': _ode,
+    'dpm_solver': _dpm_solver,
+    'ddim': _ddim,
+    'heun': _heun,
 }
 
 

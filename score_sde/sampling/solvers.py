@@ -1,0 +1,151 @@
+"""Fast deterministic solvers of the probability flow: DPM-Solver++ (multistep), DDIM, EDM's Heun.
+
+All work in the (sigma, scaled-x) parameterisation of ``schedules``: y = x / m(t) and
+sigma = s(t) / m(t), in which every linear SDE's probability flow is the VE-type ODE
+
+    dy / dsigma = (y - D(y, sigma)) / sigma,     D = E[x(0) | x(t)] = (x + s(t)^2 score(x, t)) / m(t),
+
+so one implementation serves VP, sub-VP and VE. Time grids and every step coefficient are
+static (host float64); the device loop is one ``lax.scan`` with one score evaluation per step
+(DPM-Solver++) or two (Heun). Samplers start from the SDE's prior at t = T.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde.sampling import schedules
+
+
+def _marginal_coeffs(sde, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """m(t), s(t) on the host, float64 (n,) each, from the SDE's own float32 marginals."""
+  t = np.atleast_1d(np.asarray(t))
+  mean, std = sde.marginal_prob(jnp.ones((t.shape[0], 1)), jnp.asarray(t, jnp.float32))
+  return np.asarray(mean, np.float64)[:, 0], np.asarray(std, np.float64)
+
+
+def denoise(score_fn, y, t, m, s):
+  """D(y) = (x + s^2 score(x, t)) / m with x = m y: the data prediction; y (B, ...), scalars t, m, s."""
+  x = m * y
+  return (x + s**2 * score_fn(x, jnp.full((y.shape[0],), t))) / m
+
+
+# ---------------------------------------------------------------------------------------------
+# DPM-Solver++ multistep (Lu et al. 2022), data prediction, orders 1-3; order 1 is DDIM.
+# ---------------------------------------------------------------------------------------------
+
+def dpm_solver_coeffs(lambdas: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-step linear coefficients of the multistep update, with lambda = -log sigma:
+
+      y_{i+1} = (sigma_{i+1} / sigma_i) y_i + c_i0 D_i + c_i1 D_{i-1} + c_i2 D_{i-2}.
+
+  The first steps warm up with lower orders; fewer than 10 steps also lower the order of the
+  last ones (DPM-Solver's ``lower_order_final``). Returns ratios (N,) and coefficients (N, 3).
+  """
+  n = len(lambdas) - 1
+  ratios, coeffs = np.exp(lambdas[:-1] - lambdas[1:]), np.zeros((n, 3))
+  for i in range(n):
+    k = min(order, i + 1, n - i) if n < 10 else min(order, i + 1)
+    h = lambdas[i + 1] - lambdas[i]
+    phi1 = np.expm1(-h)
+    c = np.array([-phi1, 0.0, 0.0])
+    if k >= 2:
+      r0 = (lambdas[i] - lambdas[i - 1]) / h
+      d1_0 = np.array([1.0, -1.0, 0.0]) / r0
+    if k == 2:
+      c = c - 0.5 * phi1 * d1_0
+    if k == 3:
+      r1 = (lambdas[i - 1] - lambdas[i - 2]) / h
+      d1_1 = np.array([0.0, 1.0, -1.0]) / r1
+      d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+      d2 = (d1_0 - d1_1) / (r0 + r1)
+      phi2 = phi1 / h + 1.0
+      phi3 = phi2 / h - 0.5
+      c = c + phi2 * d1 - phi3 * d2
+    coeffs[i] = c
+  return ratios, coeffs
+
+
+def get_dpm_solver_sampler(sde, shape, num_steps: int, order: int = 3, eps: float = 1e-3,
+                           time_schedule: str = 'logsnr', rho: float = 7.0):
+  """DPM-Solver++(``order``)M from T to eps in ``num_steps`` steps = ``num_steps`` NFE."""
+  if order not in (1, 2, 3):
+    raise ValueError(f'DPM-Solver++ order must be one of [1, 2, 3], got {order}.')
+  ts = schedules.get_time_grid(time_schedule, sde, num_steps + 1, eps, rho)
+  m, s = _marginal_coeffs(sde, ts)
+  ratios, coeffs = dpm_solver_coeffs(np.log(m / s), order)
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  per_step = (f32(ts[:-1]), f32(m[:-1]), f32(s[:-1]), f32(ratios), f32(coeffs))
+
+  def sampler(rng, score_fn):
+    y = sde.prior_sampling(rng, shape) / m[0]
+
+    def step(carry, inputs):
+      y, d_prev1, d_prev2 = carry
+      t, m_t, s_t, ratio, c = inputs
+      d = denoise(score_fn, y, t, m_t, s_t)
+      y = ratio * y + c[0] * d + c[1] * d_prev1 + c[2] * d_prev2
+      return (y, d, d_prev1), None
+
+    zeros = jnp.zeros(shape, y.dtype)
+    (y, _, _), _ = jax.lax.scan(step, (y, zeros, zeros), per_step)
+    return m[-1] * y, jnp.asarray(num_steps, jnp.int32)
+  return sampler
+
+
+# ---------------------------------------------------------------------------------------------
+# EDM's Heun sampler (Karras et al. 2022, Alg. 2) with optional stochastic churn.
+# ---------------------------------------------------------------------------------------------
+
+def get_heun_sampler(sde, shape, num_steps: int, eps: float = 1e-3, time_schedule: str = 'edm',
+                     rho: float = 7.0, S_churn: float = 0.0, S_min: float = 0.0,
+                     S_max: float = float('inf'), S_noise: float = 1.0):
+  """EDM sampler: ``num_steps`` noise levels sigma(T) > ... > sigma(eps), then sigma = 0.
+
+  Each step optionally raises sigma_i to sigma_hat = sigma_i (1 + gamma_i) by adding noise
+  (gamma_i = min(S_churn / N, sqrt(2) - 1) for S_min <= sigma_i <= S_max; sigma_hat is capped at
+  sigma(T) where the SDE's times end), then takes a Heun step to sigma_{i+1}; the last step, to
+  sigma = 0, is Euler. NFE = 2 num_steps - 1.
+  """
+  ts = schedules.get_time_grid(time_schedule, sde, num_steps, eps, rho)
+  m, s = _marginal_coeffs(sde, ts)
+  sigmas = s / m
+  in_range = (sigmas >= S_min) & (sigmas <= S_max)
+  gamma = np.where(in_range, min(S_churn / num_steps, np.sqrt(2.0) - 1.0), 0.0)
+  sigma_hat = np.minimum(sigmas * (1.0 + gamma), sigmas[0])
+  t_hat = np.where(gamma > 0, schedules.time_of_sigma(sde, sigma_hat), ts)
+  m_hat, s_hat = _marginal_coeffs(sde, t_hat)
+  sigma_hat = s_hat / m_hat
+  noise_std = S_noise * np.sqrt(np.maximum(sigma_hat**2 - sigmas**2, 0.0))
+  # Per step: where the score is evaluated first (t_hat) and the level stepped to (next).
+  t_next, m_next, s_next = np.append(ts[1:], 0.0), np.append(m[1:], 1.0), np.append(s[1:], 0.0)
+  per_step = tuple(jnp.asarray(a, jnp.float32) for a in (
+      t_hat, m_hat, s_hat, noise_std, s_next / m_next, t_next, m_next, s_next))
+
+  def churned_euler(rng, y, inputs, score_fn):
+    """Noise to sigma_hat, then Euler to sigma_next; returns the Euler point and its slope."""
+    t_h, m_h, s_h, std, sig_next = inputs[:5]
+    y_hat = y + std * jax.random.normal(rng, y.shape, y.dtype)
+    sig_hat = s_h / m_h
+    slope = (y_hat - denoise(score_fn, y_hat, t_h, m_h, s_h)) / sig_hat
+    return y_hat, y_hat + (sig_next - sig_hat) * slope, slope
+
+  def sampler(rng, score_fn):
+    prior_key, loop_key = jax.random.split(rng)
+    y = sde.prior_sampling(prior_key, shape) / m[0]
+
+    def heun_step(y, inputs):
+      i, inputs = inputs
+      y_hat, y_next, slope = churned_euler(jax.random.fold_in(loop_key, i), y, inputs, score_fn)
+      sig_next, t_n, m_n, s_n = inputs[4:]
+      slope_next = (y_next - denoise(score_fn, y_next, t_n, m_n, s_n)) / sig_next
+      sig_hat = inputs[2] / inputs[1]
+      return y_hat + 0.5 * (sig_next - sig_hat) * (slope + slope_next), None
+
+    heun_inputs = jax.tree.map(lambda a: a[:-1], per_step)
+    y, _ = jax.lax.scan(heun_step, y, (jnp.arange(num_steps - 1), heun_inputs))
+    last = jax.tree.map(lambda a: a[-1], per_step)
+    _, y, _ = churned_euler(jax.random.fold_in(loop_key, num_steps - 1), y, last, score_fn)
+    return y, jnp.asarray(2 * num_steps - 1, jnp.int32)
+  return sampler
