@@ -7,10 +7,15 @@ conditioning from ``models.utils`` and the output has x's shape. Each model modu
 """
 from __future__ import annotations
 
-from score_sde.models import mlp
+from score_sde.models import ddpm, mlp, ncsnpp, ncsnv2
 
 MODELS = {
     'mlp': mlp.from_config,
+    'ncsnpp': ncsnpp.from_config,
+    'ddpm': ddpm.from_config,
+    'ncsnv2_64': ncsnv2.from_config,
+    'ncsnv2_128': ncsnv2.from_config,
+    'ncsnv2_256': ncsnv2.from_config,
 }
 
 

@@ -1,0 +1,20 @@
+"""The DDPM architecture on CIFAR-10, discrete-time SMLD training."""
+from configs import default_cifar10_configs
+
+
+def get_config():
+  config = default_cifar10_configs.get_default_configs()
+  training = config.training
+  training.sde = 'vesde'
+  training.continuous = False
+
+  sampling = config.sampling
+  sampling.predictor = 'reverse_diffusion'
+  sampling.corrector = 'langevin'
+
+  model = config.model
+  model.scale_by_sigma = True
+  model.ema_rate = 0.999
+  model.name = 'ddpm'
+  model.num_res_blocks = 2
+  return config

@@ -1,0 +1,20 @@
+"""NCSN++ on CIFAR-10, discrete-time DDPM training."""
+from configs import default_cifar10_configs
+
+
+def get_config():
+  config = default_cifar10_configs.get_default_configs()
+  training = config.training
+  training.sde = 'vpsde'
+  training.reduce_mean = True
+  training.continuous = False
+
+  sampling = config.sampling
+  sampling.predictor = 'reverse_diffusion'
+
+  data = config.data
+  data.centered = True
+
+  model = config.model
+  model.embedding_type = 'positional'
+  return config

@@ -1,0 +1,21 @@
+"""DDPM on CIFAR-10 (Ho et al. 2020): discrete-time training, ancestral sampling."""
+from configs import default_cifar10_configs
+
+
+def get_config():
+  config = default_cifar10_configs.get_default_configs()
+  training = config.training
+  training.sde = 'vpsde'
+  training.reduce_mean = True
+  training.continuous = False
+
+  sampling = config.sampling
+  sampling.predictor = 'ancestral_sampling'
+
+  data = config.data
+  data.centered = True
+
+  model = config.model
+  model.name = 'ddpm'
+  model.num_res_blocks = 2
+  return config
