@@ -48,6 +48,8 @@ def get_base_config():
   sampling.batch_size = 512              # samples drawn at each snapshot during training
 
   config.eval = evaluate = ml_collections.ConfigDict()
+  # Checkpoints evaluated, as the paper numbers them: snapshot i is step i * training.snapshot_freq;
+  # every stored step in [begin_ckpt, end_ckpt] * snapshot_freq is evaluated (end None: no bound).
   evaluate.begin_ckpt = 1
   evaluate.end_ckpt = None
   evaluate.batch_size = 512
@@ -55,8 +57,14 @@ def get_base_config():
   evaluate.num_samples = 50000
   evaluate.enable_loss = True
   evaluate.enable_bpd = False
-  evaluate.bpd_dataset = 'test'
-  evaluate.num_repeats = 1
+  evaluate.bpd_dataset = 'test'          # 'train' | 'test'
+  evaluate.num_repeats = 1               # passes over the split (fresh dequantization noise each)
+  evaluate.bpd_num_examples = None       # cap per checkpoint; None: whole split x num_repeats
+                                         # (endless toy data: 10000 examples)
+  evaluate.likelihood_hutchinson_type = 'rademacher'   # 'rademacher' | 'gaussian' | 'none' (exact)
+  evaluate.likelihood_rtol = 1e-5
+  evaluate.likelihood_atol = 1e-5
+  evaluate.likelihood_eps = 1e-5         # the probability-flow ODE starts at t = eps
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'spiral'
