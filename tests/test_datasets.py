@@ -4,6 +4,10 @@
 Layout, ranges, dequantization, flips, order, resuming, finite evaluation passes, bad input.
 """
 import json
+import os
+import pathlib
+import subprocess
+import sys
 from unittest import mock
 
 import jax
@@ -197,3 +201,27 @@ def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
   message = str(e.value)
   assert 'score_sde[tf]' in message and 'tfds build cifar10' in message and str(tmp_path) in message
   assert not any(tmp_path.rglob('*.array_record*'))
+
+
+def test_pipeline_never_imports_tensorflow(tmp_path):
+  """TensorFlow is only for preparing data: a fresh process reads batches without importing it
+  (whether or not it is installed; this venv has none, CI with the [tf] extra has it)."""
+  script = '''
+import sys
+import tensorflow_datasets as tfds
+from configs import base
+from score_sde import datasets
+config = base.get_base_config()
+config.data.dataset = 'cifar10'
+config.training.batch_size = 8
+with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+  before = 'tensorflow' in sys.modules   # (the test machinery may import it if installed)
+  batch = next(datasets.get_dataset(config, 'train', num_local_devices=1))
+print(batch['image'].shape, 'imported' if ('tensorflow' in sys.modules) > before else 'not imported')
+'''
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = {**os.environ, 'PYTHONPATH': str(root), 'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '(1, 8, 32, 32, 3) not imported' in result.stdout

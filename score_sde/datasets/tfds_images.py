@@ -40,6 +40,7 @@ class TfdsSpec:
   num_channels: int
   resize: Callable[[np.ndarray, int], np.ndarray]   # (H, W, C) uint8, image_size -> (s, s, C)
   label_key: str | None = 'label'
+  prepare_note: str = ''   # what preparing it needs beyond the [tf] extra
 
 
 def _resize_square(image: np.ndarray, size: int) -> np.ndarray:
@@ -63,14 +64,17 @@ LSUN_CATEGORIES = (
     'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'dining_table', 'dog', 'horse', 'motorbike',
     'person', 'potted_plant', 'sheep', 'sofa', 'train', 'tv-monitor')
 
+_LSUN_NOTE = ("TFDS's LSUN builder also reads the LMDB archives through tensorflow-io "
+              '(pip install tensorflow-io, matching your TensorFlow version).')
+
 TFDS_DATASETS: dict[str, TfdsSpec] = {
     'cifar10': TfdsSpec('cifar10', 'train', 'test', 3, _resize_square),
     'svhn_cropped': TfdsSpec('svhn_cropped', 'train', 'test', 3, _resize_square),
     'mnist': TfdsSpec('mnist', 'train', 'test', 1, _resize_square),
     'fashion_mnist': TfdsSpec('fashion_mnist', 'train', 'test', 1, _resize_square),
     'celeb_a': TfdsSpec('celeb_a', 'train', 'validation', 3, _celeba_crop_resize, None),
-    **{f'lsun/{c}': TfdsSpec(f'lsun/{c}', 'train', 'validation', 3, _lsun_resize, None)
-       for c in LSUN_CATEGORIES},
+    **{f'lsun/{c}': TfdsSpec(f'lsun/{c}', 'train', 'validation', 3, _lsun_resize, None,
+                             _LSUN_NOTE) for c in LSUN_CATEGORIES},
 }
 
 
@@ -81,9 +85,12 @@ def split_name(spec: TfdsSpec, split: str) -> str:
 
 def _not_prepared_message(name: str, data_dir: str | None, reason: str) -> str:
   where = f'--data_dir={data_dir}' if data_dir else '(default data dir ~/tensorflow_datasets)'
-  return (f'{reason}\nPrepare it once (this needs TensorFlow, the optional [tf] extra): '
-          f'{TF_EXTRA}; then `tfds build {name} --file_format=array_record {where}`, and set '
-          f'data.data_dir to that directory. Nothing is downloaded at training time.')
+  spec = TFDS_DATASETS.get(name)
+  note = f' {spec.prepare_note}' if spec and spec.prepare_note else ''
+  return (f'{reason}\nPrepare it once; TFDS needs TensorFlow to download and prepare datasets, '
+          f'which the optional [tf] extra provides: {TF_EXTRA}; then '
+          f'`tfds build {name} --file_format=array_record {where}`, and set data.data_dir to '
+          f'that directory.{note} Nothing is downloaded at training time.')
 
 
 def open_data_source(name: str, split: str, data_dir: str | None) -> Any:
