@@ -30,6 +30,20 @@ def get_pc_step(sde, predictor: str, corrector: str, snr: float, n_steps_each: i
   return step
 
 
+def _check_discrete_chain(sde, predictor: str, corrector: str):
+  """The DDPM chain needs beta_i = beta(t_i) / N < 1 (else sqrt(1 - beta_i) is NaN), so VP and
+  sub-VP's reverse diffusion, ancestral sampling and Langevin alphas need enough steps."""
+  alphas = getattr(sde, 'alphas', None)
+  uses_chain = (predictor in ('reverse_diffusion', 'ancestral_sampling')
+                or corrector in ('langevin', 'ald'))
+  if uses_chain and alphas is not None and float(jnp.min(alphas)) <= 0.0:
+    raise ValueError(
+        f'num_steps={sde.N} is too few for the discrete chain of {type(sde).__name__} used by '
+        f'predictor={predictor!r} / corrector={corrector!r}: its betas reach '
+        f'{float(jnp.max(sde.discrete_betas)):.3g} >= 1. Use more steps, or euler_maruyama with '
+        "corrector='none'.")
+
+
 def get_pc_sampler(sde, shape, predictor: str = 'euler_maruyama', corrector: str = 'none',
                    snr: float = 0.16, n_steps_each: int = 1, noise_removal: bool = True,
                    eps: float = 1e-3, num_steps: int | None = None,
@@ -42,6 +56,7 @@ def get_pc_sampler(sde, shape, predictor: str = 'euler_maruyama', corrector: str
   """
   if num_steps is not None and num_steps != sde.N:
     sde = dataclasses.replace(sde, N=num_steps)
+  _check_discrete_chain(sde, predictor, corrector)
   step = get_pc_step(sde, predictor, corrector, snr, n_steps_each)
   if wrap_step is not None:
     step = wrap_step(step)
