@@ -199,8 +199,9 @@ def bpd_offset(inverse_scaler: Callable | None = None, num_bins: int = 256) -> f
   if inverse_scaler is None:
     slope = 1.0
   else:
-    slope, slope_1 = (float(jax.grad(lambda v: inverse_scaler(v) * 1.0)(jnp.float32(a)))
-                      for a in (0.0, 1.0))
+    with jax.ensure_compile_time_eval():   # a constant, also when called inside jit / pmap
+      slope, slope_1 = (float(jax.grad(lambda v: inverse_scaler(v) * 1.0)(jnp.float32(a)))
+                        for a in (0.0, 1.0))
     if not np.isclose(slope, slope_1) or slope == 0:
       raise ValueError('inverse_scaler must be affine and invertible (a data scaler such as '
                        f'x -> (x + 1) / 2); its slope is {slope} at 0 and {slope_1} at 1.')
