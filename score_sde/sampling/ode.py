@@ -30,7 +30,8 @@ def get_ode_sampler(sde, shape, rtol: float = 1e-5, atol: float = 1e-5, eps: flo
   """``sampler(rng, score_fn) -> (samples of ``shape``, nfe)`` integrating the probability flow."""
 
   def sampler(rng, score_fn):
-    x_T = sde.prior_sampling(rng, shape)
+    prior_key, denoise_key = jax.random.split(rng)
+    x_T = sde.prior_sampling(prior_key, shape)
     flow = sde.reverse(score_fn, probability_flow=True)
 
     def vector_field(t, x, args):
@@ -43,7 +44,7 @@ def get_ode_sampler(sde, shape, rtol: float = 1e-5, atol: float = 1e-5, eps: flo
     x = sol.ys[0]
     nfe = ode_nfe(sol.stats)
     if noise_removal:
-      _, x = predictors.reverse_diffusion(rng, x, jnp.full((shape[0],), eps), sde, score_fn)
+      _, x = predictors.reverse_diffusion(denoise_key, x, jnp.full((shape[0],), eps), sde, score_fn)
       nfe = nfe + 1
     return x, jnp.asarray(nfe, jnp.int32)
   return sampler

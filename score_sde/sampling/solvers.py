@@ -11,6 +11,8 @@ static (host float64); the device loop is one ``lax.scan`` with one score evalua
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,6 +100,26 @@ def get_dpm_solver_sampler(sde, shape, num_steps: int, order: int = 3, eps: floa
 # EDM's Heun sampler (Karras et al. 2022, Alg. 2) with optional stochastic churn.
 # ---------------------------------------------------------------------------------------------
 
+class _HeunLevels(NamedTuple):
+  """Per-step constants (num_steps,): the churned level where the score is first evaluated
+  (t_hat, with m, s there) and the level stepped to (t_next, ...; sigma_next = 0 at the end)."""
+  t_hat: jax.Array
+  m_hat: jax.Array
+  s_hat: jax.Array
+  noise_std: jax.Array
+  t_next: jax.Array
+  m_next: jax.Array
+  s_next: jax.Array
+
+  @property
+  def sigma_hat(self):
+    return self.s_hat / self.m_hat
+
+  @property
+  def sigma_next(self):
+    return self.s_next / self.m_next
+
+
 def get_heun_sampler(sde, shape, num_steps: int, eps: float = 1e-3, time_schedule: str = 'edm',
                      rho: float = 7.0, S_churn: float = 0.0, S_min: float = 0.0,
                      S_max: float = float('inf'), S_noise: float = 1.0):
@@ -118,34 +140,32 @@ def get_heun_sampler(sde, shape, num_steps: int, eps: float = 1e-3, time_schedul
   m_hat, s_hat = _marginal_coeffs(sde, t_hat)
   sigma_hat = s_hat / m_hat
   noise_std = S_noise * np.sqrt(np.maximum(sigma_hat**2 - sigmas**2, 0.0))
-  # Per step: where the score is evaluated first (t_hat) and the level stepped to (next).
-  t_next, m_next, s_next = np.append(ts[1:], 0.0), np.append(m[1:], 1.0), np.append(s[1:], 0.0)
-  per_step = tuple(jnp.asarray(a, jnp.float32) for a in (
-      t_hat, m_hat, s_hat, noise_std, s_next / m_next, t_next, m_next, s_next))
+  m_next, s_next = np.append(m[1:], 1.0), np.append(s[1:], 0.0)
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  levels = _HeunLevels(f32(t_hat), f32(m_hat), f32(s_hat), f32(noise_std),
+                       f32(np.append(ts[1:], 0.0)), f32(m_next), f32(s_next))
 
-  def churned_euler(rng, y, inputs, score_fn):
-    """Noise to sigma_hat, then Euler to sigma_next; returns the Euler point and its slope."""
-    t_h, m_h, s_h, std, sig_next = inputs[:5]
-    y_hat = y + std * jax.random.normal(rng, y.shape, y.dtype)
-    sig_hat = s_h / m_h
-    slope = (y_hat - denoise(score_fn, y_hat, t_h, m_h, s_h)) / sig_hat
-    return y_hat, y_hat + (sig_next - sig_hat) * slope, slope
+  def churned_euler(rng, y, lv, score_fn):
+    """Noise up to sigma_hat, then an Euler step to sigma_next: (y_hat, y_next, slope)."""
+    y_hat = y + lv.noise_std * jax.random.normal(rng, y.shape, y.dtype)
+    slope = (y_hat - denoise(score_fn, y_hat, lv.t_hat, lv.m_hat, lv.s_hat)) / lv.sigma_hat
+    return y_hat, y_hat + (lv.sigma_next - lv.sigma_hat) * slope, slope
 
   def sampler(rng, score_fn):
     prior_key, loop_key = jax.random.split(rng)
     y = sde.prior_sampling(prior_key, shape) / m[0]
 
     def heun_step(y, inputs):
-      i, inputs = inputs
-      y_hat, y_next, slope = churned_euler(jax.random.fold_in(loop_key, i), y, inputs, score_fn)
-      sig_next, t_n, m_n, s_n = inputs[4:]
-      slope_next = (y_next - denoise(score_fn, y_next, t_n, m_n, s_n)) / sig_next
-      sig_hat = inputs[2] / inputs[1]
-      return y_hat + 0.5 * (sig_next - sig_hat) * (slope + slope_next), None
+      i, lv = inputs
+      y_hat, y_next, slope = churned_euler(jax.random.fold_in(loop_key, i), y, lv, score_fn)
+      denoised = denoise(score_fn, y_next, lv.t_next, lv.m_next, lv.s_next)
+      slope_next = (y_next - denoised) / lv.sigma_next
+      return y_hat + 0.5 * (lv.sigma_next - lv.sigma_hat) * (slope + slope_next), None
 
-    heun_inputs = jax.tree.map(lambda a: a[:-1], per_step)
-    y, _ = jax.lax.scan(heun_step, y, (jnp.arange(num_steps - 1), heun_inputs))
-    last = jax.tree.map(lambda a: a[-1], per_step)
+    # All steps but the last are Heun; the last, to sigma = 0, is Euler (its y_next is D(y_hat)).
+    y, _ = jax.lax.scan(heun_step, y, (jnp.arange(num_steps - 1),
+                                       jax.tree.map(lambda a: a[:-1], levels)))
+    last = jax.tree.map(lambda a: a[-1], levels)
     _, y, _ = churned_euler(jax.random.fold_in(loop_key, num_steps - 1), y, last, score_fn)
     return y, jnp.asarray(2 * num_steps - 1, jnp.int32)
   return sampler
