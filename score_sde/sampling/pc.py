@@ -33,14 +33,17 @@ def get_pc_step(sde, predictor: str, corrector: str, snr: float, n_steps_each: i
 def _check_discrete_chain(sde, predictor: str, corrector: str):
   """The DDPM chain needs beta_i = beta(t_i) / N < 1 (else sqrt(1 - beta_i) is NaN), so VP and
   sub-VP's reverse diffusion, ancestral sampling and Langevin alphas need enough steps."""
-  alphas = getattr(sde, 'alphas', None)
   uses_chain = (predictor in ('reverse_diffusion', 'ancestral_sampling')
                 or corrector in ('langevin', 'ald'))
-  if uses_chain and alphas is not None and float(jnp.min(alphas)) <= 0.0:
+  if not uses_chain or not hasattr(sde, 'discrete_betas'):
+    return
+  with jax.ensure_compile_time_eval():   # also when the sampler is built under a jit trace
+    min_alpha, max_beta = float(jnp.min(sde.alphas)), float(jnp.max(sde.discrete_betas))
+  if min_alpha <= 0.0:
     raise ValueError(
         f'num_steps={sde.N} is too few for the discrete chain of {type(sde).__name__} used by '
         f'predictor={predictor!r} / corrector={corrector!r}: its betas reach '
-        f'{float(jnp.max(sde.discrete_betas)):.3g} >= 1. Use more steps, or euler_maruyama with '
+        f'{max_beta:.3g} >= 1. Use more steps, or euler_maruyama with '
         "corrector='none'.")
 
 

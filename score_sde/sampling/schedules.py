@@ -7,15 +7,24 @@ to times by bisection, so every SDE (and beta schedule) is handled by one code p
 """
 from __future__ import annotations
 
-import numpy as np
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def marginal_coeffs(sde, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """m(t), s(t) on the host as float64 (n,) each, from the SDE's own float32 marginals (so the
+  coefficients match what a score evaluated at float32 t sees). Safe to call under a jit trace."""
+  t = np.atleast_1d(np.asarray(t, np.float64))
+  with jax.ensure_compile_time_eval():
+    mean, std = sde.marginal_prob(jnp.ones((t.shape[0], 1)), jnp.asarray(t, jnp.float32))
+    return np.asarray(mean, np.float64)[:, 0], np.asarray(std, np.float64)
 
 
 def scaled_sigma(sde, t: np.ndarray) -> np.ndarray:
   """sigma(t) = s(t) / m(t) on the host: (n,) -> (n,) float64."""
-  t = np.atleast_1d(np.asarray(t, np.float64))
-  mean, std = sde.marginal_prob(jnp.ones((t.shape[0], 1)), jnp.asarray(t, jnp.float32))
-  return np.asarray(std, np.float64) / np.asarray(mean, np.float64)[:, 0]
+  m, s = marginal_coeffs(sde, t)
+  return s / m
 
 
 def time_of_sigma(sde, sigma: np.ndarray, t_lo: float = 0.0, iters: int = 40) -> np.ndarray:

@@ -22,9 +22,7 @@ from score_sde.sampling import schedules
 
 def _marginal_coeffs(sde, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """m(t), s(t) on the host, float64 (n,) each, from the SDE's own float32 marginals."""
-  t = np.atleast_1d(np.asarray(t))
-  mean, std = sde.marginal_prob(jnp.ones((t.shape[0], 1)), jnp.asarray(t, jnp.float32))
-  return np.asarray(mean, np.float64)[:, 0], np.asarray(std, np.float64)
+  return schedules.marginal_coeffs(sde, t)
 
 
 def denoise(score_fn, y, t, m, s):
