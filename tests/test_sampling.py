@@ -84,6 +84,13 @@ def test_pc_predictors_and_correctors(sde_name, predictor, corrector):
   _assert_fits(samples)
 
 
+def test_pc_probability_flow_predictor():
+  samples, nfe = _sample('ve', method='pc', predictor='reverse_diffusion', corrector='langevin',
+                         probability_flow=True, num_steps=200)
+  assert nfe == 400
+  _assert_fits(samples)
+
+
 def test_corrector_only_annealed_langevin_ve():
   """SMLD: annealed Langevin dynamics alone, several steps per noise level."""
   samples, nfe = _sample('ve', method='pc', predictor='none', corrector='ald', num_steps=200,

@@ -92,6 +92,8 @@ def test_sampler_runs_inside_pmap():
     (dict(method='pc', predictor='ancestral_sampling'), sde_lib.SubVPSDE(),
      'ancestral_sampling.*SubVPSDE'),
     (dict(method='pc', num_steps=0), VE, 'num_steps must be >= 1'),
+    (dict(method='pc', predictor='ancestral_sampling', probability_flow=True), VE,
+     'probability_flow=True is available for predictors'),
     (dict(method='pc', predictor='reverse_diffusion', num_steps=10), sde_lib.VPSDE(),
      'too few for the discrete chain'),
     (dict(method='dpm_solver', num_steps=-3), VE, 'num_steps must be >= 1'),

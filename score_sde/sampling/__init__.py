@@ -35,7 +35,7 @@ def _pc(cfg, sde, shape):
   return pc.get_pc_sampler(sde, shape, predictor=cfg.predictor, corrector=cfg.corrector,
                            snr=cfg.snr, n_steps_each=cfg.n_steps_each,
                            noise_removal=cfg.noise_removal, eps=cfg.eps,
-                           num_steps=_num_steps(cfg, sde))
+                           num_steps=_num_steps(cfg, sde), probability_flow=cfg.probability_flow)
 
 
 def _ode(cfg, sde, shape):

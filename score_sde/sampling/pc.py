@@ -18,9 +18,10 @@ from score_sde.sampling import correctors, predictors
 Step = Callable[..., tuple[jax.Array, jax.Array]]
 
 
-def get_pc_step(sde, predictor: str, corrector: str, snr: float, n_steps_each: int) -> Step:
+def get_pc_step(sde, predictor: str, corrector: str, snr: float, n_steps_each: int,
+                probability_flow: bool = False) -> Step:
   """The pure PC update at one time; guidance and inpainting wrap this (or the score_fn)."""
-  predict = predictors.get_predictor(predictor, sde)
+  predict = predictors.get_predictor(predictor, sde, probability_flow)
   correct = correctors.get_corrector(corrector)
 
   def step(rng, x, t, score_fn):
@@ -49,18 +50,19 @@ def _check_discrete_chain(sde, predictor: str, corrector: str):
 
 def get_pc_sampler(sde, shape, predictor: str = 'euler_maruyama', corrector: str = 'none',
                    snr: float = 0.16, n_steps_each: int = 1, noise_removal: bool = True,
-                   eps: float = 1e-3, num_steps: int | None = None,
+                   eps: float = 1e-3, num_steps: int | None = None, probability_flow: bool = False,
                    wrap_step: Callable[[Step], Step] | None = None):
   """``sampler(rng, score_fn) -> (samples of ``shape``, nfe)`` for the PC method.
 
   ``num_steps`` (default ``sde.N``) replaces the SDE's N, so the discrete chains used by
   reverse diffusion, ancestral sampling and the Langevin alphas have exactly num_steps levels.
+  ``probability_flow`` makes the predictor step the probability-flow ODE (the paper's option).
   ``wrap_step(step) -> step`` lets controllable generation alter each update without a new loop.
   """
   if num_steps is not None and num_steps != sde.N:
     sde = dataclasses.replace(sde, N=num_steps)
   _check_discrete_chain(sde, predictor, corrector)
-  step = get_pc_step(sde, predictor, corrector, snr, n_steps_each)
+  step = get_pc_step(sde, predictor, corrector, snr, n_steps_each, probability_flow)
   if wrap_step is not None:
     step = wrap_step(step)
   nfe = sde.N * (predictors.PREDICTOR_NFE[predictor]

@@ -1,13 +1,15 @@
 """Predictors of the paper's predictor–corrector samplers: one reverse-time step each.
 
 A predictor is a pure function ``predictor(rng, x, t, sde, score_fn) -> (x, x_mean)`` with x of
-shape (B, ...) and t of shape (B,); ``x_mean`` is the step without its noise (what noise removal
+shape (B, ...) and t of shape (B,) (Euler–Maruyama and reverse diffusion also take
+``probability_flow``: step the probability-flow ODE instead, whose "diffusion" is 0); ``x_mean`` is the step without its noise (what noise removal
 returns after the last step). The time grid is the paper's: N points from T down to eps with
 dt = -T / N, where N = ``sde.N`` (the PC sampler sets ``sde.N`` to its number of steps).
 ``PREDICTOR_NFE`` says how many score evaluations one step costs.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -24,18 +26,19 @@ def discrete_index(sde, t: jax.Array) -> jax.Array:
   return (t * (sde.N - 1) / sde.T).astype(jnp.int32)
 
 
-def euler_maruyama(rng, x, t, sde, score_fn):
-  """x <- x + [f - g^2 score] dt + g sqrt(-dt) z,  dt = -T/N."""
+def euler_maruyama(rng, x, t, sde, score_fn, probability_flow=False):
+  """x <- x + [f - g^2 score] dt + g sqrt(-dt) z,  dt = -T/N (probability flow: g^2/2, no noise)."""
   dt = -sde.T / sde.N
-  drift, diffusion = sde.reverse(score_fn).sde(x, t)
+  drift, diffusion = sde.reverse(score_fn, probability_flow).sde(x, t)
   x_mean = x + drift * dt
   z = jax.random.normal(rng, x.shape, x.dtype)
   return x_mean + batch_mul(diffusion * jnp.sqrt(-dt), z), x_mean
 
 
-def reverse_diffusion(rng, x, t, sde, score_fn):
-  """The forward chain x_i = x_{i-1} + f_i + G_i z run backwards: x <- x - f + G^2 score + G z."""
-  f, g = sde.reverse(score_fn).discretize(x, t)
+def reverse_diffusion(rng, x, t, sde, score_fn, probability_flow=False):
+  """The forward chain x_i = x_{i-1} + f_i + G_i z run backwards: x <- x - f + G^2 score + G z
+  (probability flow: x <- x - f + G^2 score / 2)."""
+  f, g = sde.reverse(score_fn, probability_flow).discretize(x, t)
   x_mean = x - f
   z = jax.random.normal(rng, x.shape, x.dtype)
   return x_mean + batch_mul(g, z), x_mean
@@ -95,10 +98,19 @@ PREDICTORS = {
 PREDICTOR_NFE = {'euler_maruyama': 1, 'reverse_diffusion': 1, 'ancestral_sampling': 1, 'none': 0}
 
 
-def get_predictor(name: str, sde) -> Predictor:
-  """The predictor ``name``; raises ValueError for unknown names or one ``sde`` lacks."""
+_WITH_PROBABILITY_FLOW = ('euler_maruyama', 'reverse_diffusion')
+
+
+def get_predictor(name: str, sde, probability_flow: bool = False) -> Predictor:
+  """The predictor ``name`` as ``predictor(rng, x, t, sde, score_fn)``; raises ValueError for
+  unknown names, one ``sde`` lacks, or ``probability_flow`` where the predictor has none."""
   if name not in PREDICTORS:
     raise ValueError(f'Unknown predictor {name!r}; valid: {sorted(PREDICTORS)}.')
+  if probability_flow and name not in _WITH_PROBABILITY_FLOW:
+    raise ValueError(f'probability_flow=True is available for predictors {list(_WITH_PROBABILITY_FLOW)}'
+                     f' only, not {name!r}.')
   if name == 'ancestral_sampling':
     return ancestral_step_for(sde)
+  if probability_flow:
+    return functools.partial(PREDICTORS[name], probability_flow=True)
   return PREDICTORS[name]
