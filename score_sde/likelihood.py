@@ -27,6 +27,7 @@ into bits/dim of 8-bit images (the dequantization and scaling bookkeeping is der
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -97,9 +98,11 @@ HUTCHINSON_TYPES = {
 # methods: the first stage of a step is the last of the previous one, so 6 per step (accepted
 # or rejected), plus one for the first stage at t = eps (diffrax 0.7 takes the initial step
 # size from it at no further cost). tests/test_likelihood.py counts real calls to check this.
+# scan_kind='lax': a plain loop over the stages, 2-3x faster on CPU than diffrax's default
+# checkpointed loop, which only reverse-mode differentiation needs (we solve forward only).
 SOLVERS = {
-    'dopri5': (diffrax.Dopri5, 6),
-    'tsit5': (diffrax.Tsit5, 6),
+    'dopri5': (functools.partial(diffrax.Dopri5, scan_kind='lax'), 6),
+    'tsit5': (functools.partial(diffrax.Tsit5, scan_kind='lax'), 6),
 }
 _START_EVALS = 1
 
