@@ -158,6 +158,8 @@ def get_likelihood_fn(sde, hutchinson_type: str = 'rademacher', rtol: float = 1e
     score_fn(x, t): ((B, ...), (B,)) -> (B, ...). It returns ``logp`` (B,) in nats (eq. (*)),
     ``z`` = x(T) with x's shape, and ``nfe``, the int32 number of vector-field evaluations,
     each one call of ``score_fn`` on the batch (differentiated forward-mode for the divergence).
+    Under ``vmap`` each instance reports its own count (the batched loop runs as long as the
+    slowest instance needs).
   """
   sample_probe, divergence = _lookup(HUTCHINSON_TYPES, hutchinson_type, 'hutchinson_type')
   solver_cls, evals_per_step = _lookup(SOLVERS, solver, 'solver')
