@@ -37,8 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import sde_lib
-
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 

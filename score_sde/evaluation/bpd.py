@@ -100,7 +100,8 @@ def evaluate_checkpoint(config, p_step, replicated_params, num_devices: int, rng
       batch = next(data_iter)
     except StopIteration:
       break
-    value, mask, nfe = parallel.to_host(p_step(replicated_params, batch, jax.random.fold_in(rng, i)))
+    outputs = p_step(replicated_params, batch, jax.random.fold_in(rng, i))
+    value, mask, nfe = parallel.to_host(outputs)
     values.append(np.asarray(value, np.float64)[np.asarray(mask, bool)])
     nfes.append(np.asarray(nfe, np.float64))
   values = _gather_hosts(np.concatenate(values) if values else np.zeros((0,)))
