@@ -9,10 +9,12 @@
    which is the pipeline's own cost.
 2. A folder of random 32x32 RGB PNGs (written to a temporary directory): the scan, then
    decoding + resizing + batching.
-3. A training step to compare with: the project's own image model via ``score_sde.training`` if
-   ``score_sde.models`` has one (``ncsnpp`` / ``ddpm``), else a jitted tiny conv net (two 3x3
-   convolutions, 16 channels) forward + backward + Adam update written here. Measured alone (a
-   fixed batch) and with the pipeline feeding it, on one device.
+3. A training step to compare with: a tiny DDPM (``score_sde.models`` 'ddpm', nf=32,
+   ch_mult=(1, 2), one res block, no attention; the train step of ``score_sde.training``), or,
+   if the project has no 'ddpm' model or with --model=convnet, a jitted tiny conv net written
+   here (two 3x3 convolutions, 16 channels; forward + backward + Adam). Measured alone (a
+   fixed batch) and with the folder pipeline feeding it, on one device; and the CPU time of
+   one pipeline batch as a share of one step's.
 """
 from __future__ import annotations
 
@@ -32,14 +34,17 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from configs import base
-from score_sde import datasets
+from score_sde import datasets, models, sde_lib, training
 from score_sde.datasets import pipeline
 
 FLAGS = flags.DEFINE_integer('batch_size', 128, 'global batch size'), \
     flags.DEFINE_integer('num_batches', 40, 'timed batches per measurement'), \
     flags.DEFINE_integer('num_workers', 2, 'grain worker threads'), \
-    flags.DEFINE_integer('num_pngs', 2000, 'PNGs written for the folder benchmark')
-BATCH, NUM_BATCHES, NUM_WORKERS, NUM_PNGS = FLAGS
+    flags.DEFINE_integer('num_pngs', 2000, 'PNGs written for the folder benchmark'), \
+    flags.DEFINE_integer('model_steps', 8, 'timed training steps per measurement'), \
+    flags.DEFINE_enum('model', 'auto', ['auto', 'ddpm', 'convnet'],
+                      "step to compare with; auto: 'ddpm' if score_sde.models has it")
+BATCH, NUM_BATCHES, NUM_WORKERS, NUM_PNGS, MODEL_STEPS, MODEL = FLAGS
 
 
 def image_config(dataset: str, path: str | None = None, workers: int | None = None):
@@ -94,6 +99,23 @@ def tiny_step_fn():
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
+  return step, state
+
+
+def project_step_fn():
+  """The project's train step on a tiny DDPM: (jitted step(state, x, rng) -> (state, loss), state)."""
+  from configs.vp import cifar10_ddpm_continuous   # pylint: disable=import-outside-toplevel
+  config = cifar10_ddpm_continuous.get_config()
+  config.model.update(name='ddpm', nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
+  sde, model = sde_lib.get_sde(config), models.get_model(config)
+  optimizer = training.get_optimizer(config.optim)
+  train_step, _ = training.get_step_fns(config, sde, model, optimizer)
+  state = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+
+  @jax.jit
+  def step(state, x, rng):
+    state, metrics = train_step(state, {'image': x}, rng)
+    return state, metrics['loss']
   return step, state
 
 
@@ -156,19 +178,25 @@ def main(argv):
                                 num_local_devices=1)
       folder_rates = images_per_second(it, n)
       print(f'  decode + resize + flip + batch, {w} worker threads: {fmt(folder_rates)}')
-    step, state = tiny_step_fn()
+    if MODEL.value == 'ddpm' or (MODEL.value == 'auto' and 'ddpm' in models.MODELS):
+      step, state = project_step_fn()
+      model_name = ('tiny DDPM (score_sde.models ddpm, nf=32, ch_mult=(1, 2), 1 res block) '
+                    'through score_sde.training\'s train step')
+    else:
+      step, state = tiny_step_fn()
+      model_name = 'tiny conv net (jitted, written in this benchmark)'
     fixed = next(it)['image'][0]
-    # Alternated and best of 3: the machine is shared, so the fastest run is the least disturbed.
+    n = MODEL_STEPS.value
+    # Alternated and best of 2: the machine is shared, so the fastest run is the least disturbed.
     alone, fed = [], {w: [] for w in sorted({0, NUM_WORKERS.value})}
-    for _ in range(3):
+    for _ in range(2):
       alone.append(steps_per_second(step, state, itertools.repeat(fixed), n))
       for w in fed:
         feed = datasets.get_dataset(image_config('folder', root, workers=w), 'train',
                                     num_local_devices=1)
         fed[w].append(steps_per_second(step, state, (b['image'][0] for b in feed), n))
   best_alone = max(alone)
-  print(f'tiny conv net (jitted, written in this benchmark: score_sde.models has no image model '
-        f'yet), batch {BATCH.value}: {best_alone[0]:.2f} steps/s wall '
+  print(f'{model_name}, batch {BATCH.value}: {best_alone[0]:.2f} steps/s wall '
         f'({best_alone[0] * BATCH.value:.0f} images/s), {best_alone[1]:.2f} steps per CPU-second')
   for w, r in fed.items():
     best = max(r)
