@@ -1,6 +1,6 @@
 """NFE-versus-error of every sampler on the 8-mode Gaussian mixture, driven by its exact score.
 
-Usage:  .venv/bin/python benchmarks/samplers.py [--num_samples=20000] [--quick]
+Usage:  .venv/bin/python benchmarks/samplers.py [--num_samples=20000] [--quick] [--overhead_only]
 
 Error metric (``score_sde.sampling.mixture_fit``): samples are assigned to the nearest mode;
 ``w_err`` is the largest per-mode weight error, ``s_err`` the largest |within-mode std / true
@@ -137,10 +137,12 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--num_samples', type=int, default=20000)
   parser.add_argument('--quick', action='store_true', help='a few settings only (smoke run)')
+  parser.add_argument('--overhead_only', action='store_true', help='skip the NFE-vs-error sweep')
   args = parser.parse_args()
   print(f'## Samplers benchmark: {platform.machine()}, {os.cpu_count()} CPU cores, '
         f'JAX {jax.__version__} on {jax.devices()[0].platform}, float32')
-  accuracy(args.num_samples, args.quick)
+  if not args.overhead_only:
+    accuracy(args.num_samples, args.quick)
   overhead(args.num_samples)
 
 

@@ -138,6 +138,7 @@ def get_heun_sampler(sde, shape, num_steps: int, eps: float = 1e-3, time_schedul
   m_hat, s_hat = _marginal_coeffs(sde, t_hat)
   sigma_hat = s_hat / m_hat
   noise_std = S_noise * np.sqrt(np.maximum(sigma_hat**2 - sigmas**2, 0.0))
+  churn = bool(np.any(noise_std > 0))   # no churn: skip drawing noise that would be multiplied by 0
   m_next, s_next = np.append(m[1:], 1.0), np.append(s[1:], 0.0)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   levels = _HeunLevels(f32(t_hat), f32(m_hat), f32(s_hat), f32(noise_std),
@@ -145,7 +146,7 @@ def get_heun_sampler(sde, shape, num_steps: int, eps: float = 1e-3, time_schedul
 
   def churned_euler(rng, y, lv, score_fn):
     """Noise up to sigma_hat, then an Euler step to sigma_next: (y_hat, y_next, slope)."""
-    y_hat = y + lv.noise_std * jax.random.normal(rng, y.shape, y.dtype)
+    y_hat = y + lv.noise_std * jax.random.normal(rng, y.shape, y.dtype) if churn else y
     slope = (y_hat - denoise(score_fn, y_hat, lv.t_hat, lv.m_hat, lv.s_hat)) / lv.sigma_hat
     return y_hat, y_hat + (lv.sigma_next - lv.sigma_hat) * slope, slope
 
