@@ -103,7 +103,8 @@ def tiny_step_fn():
 
 
 def project_step_fn():
-  """The project's train step on a tiny DDPM: (jitted step(state, x, rng) -> (state, loss), state)."""
+  """The project's train step on a tiny DDPM: (jitted step(state, x, rng) -> (state, loss),
+  initial state)."""
   from configs.vp import cifar10_ddpm_continuous   # pylint: disable=import-outside-toplevel
   config = cifar10_ddpm_continuous.get_config()
   config.model.update(name='ddpm', nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())

@@ -87,7 +87,8 @@ def test_single_channel_dataset(mock_tfds):
   assert batch['image'].shape == (8, 2, 28, 28, 1)
 
 
-@pytest.mark.parametrize('dataset, size', [('celeb_a', 16), ('lsun/bedroom', 8), ('svhn_cropped', 16)])
+@pytest.mark.parametrize('dataset, size',
+                         [('celeb_a', 16), ('lsun/bedroom', 8), ('svhn_cropped', 16)])
 def test_crop_resize_datasets(mock_tfds, dataset, size):
   batch = next(datasets.get_dataset(image_config(dataset, size), 'train'))
   assert batch['image'].shape == (8, 2, size, size, 3)
@@ -118,8 +119,9 @@ def test_uniform_dequantization_is_pixel_plus_noise_over_256(mock_tfds, centered
 
 def test_flips_only_in_training(mock_tfds):
   flip = dict(random_flip=True)
-  plain = next(datasets.get_dataset(image_config(), 'train'))['image'].reshape(BATCH, 32, 32, 3)
-  flipped = next(datasets.get_dataset(image_config(**flip), 'train'))['image'].reshape(BATCH, 32, 32, 3)
+  def first_batch(config):
+    return next(datasets.get_dataset(config, 'train'))['image'].reshape(BATCH, 32, 32, 3)
+  plain, flipped = first_batch(image_config()), first_batch(image_config(**flip))
   same = [np.array_equal(a, b) for a, b in zip(plain, flipped)]
   mirrored = [np.array_equal(a[:, ::-1], b) for a, b in zip(plain, flipped)]
   assert all(s or m for s, m in zip(same, mirrored))
@@ -217,7 +219,8 @@ config.training.batch_size = 8
 with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
   before = 'tensorflow' in sys.modules   # (the test machinery may import it if installed)
   batch = next(datasets.get_dataset(config, 'train', num_local_devices=1))
-print(batch['image'].shape, 'imported' if ('tensorflow' in sys.modules) > before else 'not imported')
+after = 'tensorflow' in sys.modules
+print(batch['image'].shape, 'imported' if after and not before else 'not imported')
 '''
   root = pathlib.Path(__file__).resolve().parents[1]
   env = {**os.environ, 'PYTHONPATH': str(root), 'JAX_PLATFORMS': 'cpu'}

@@ -68,7 +68,8 @@ def test_folder_yields_every_image_with_its_label(image_folder):
   names = sorted(colours)   # the folder's order: sorted paths
   assert len(images) == len(names) == 12
   for image, label, name in zip(images, labels, names):
-    np.testing.assert_allclose(image, np.broadcast_to(colours[name] / 255.0, image.shape), atol=1e-6)
+    expected = np.broadcast_to(colours[name] / 255.0, image.shape)
+    np.testing.assert_allclose(image, expected, atol=1e-6)
     assert label == ('cat', 'dog').index(name.split('/')[0])
 
 

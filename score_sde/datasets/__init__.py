@@ -133,7 +133,8 @@ def get_dataset(config, split: str = 'train', num_local_devices: int | None = No
     raise ValueError(f'Unknown dataset {name!r}; valid: {valid_dataset_names()}.')
   source, preprocess, _ = DATASETS[name](config, split)
   data = config.data
-  dequantize = data.uniform_dequantization if uniform_dequantization is None else uniform_dequantization
+  dequantize = (data.uniform_dequantization if uniform_dequantization is None
+                else uniform_dequantization)
   opts = pipeline.PipelineOptions(
       global_batch_size=batch_size, num_local_devices=num_local_devices,
       image_shape=(data.image_size, data.image_size, data.num_channels), seed=seed,

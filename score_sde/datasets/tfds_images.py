@@ -108,7 +108,8 @@ def open_data_source(name: str, split: str, data_dir: str | None) -> Any:
     if not builder.is_prepared():
       raise DatasetNotPreparedError(_not_prepared_message(
           name, data_dir, f'Dataset {name!r} is not prepared at {builder.data_path}.')) from e
-    formats = [str(f) for f in builder.info.available_file_formats()] or [str(builder.info.file_format)]
+    formats = ([str(f) for f in builder.info.available_file_formats()]
+               or [str(builder.info.file_format)])
     if not any('array_record' in f.lower() or 'parquet' in f.lower() for f in formats):
       raise DatasetNotPreparedError(_not_prepared_message(
           name, data_dir, f'Dataset {name!r} at {builder.data_path} is prepared as {formats}; '
@@ -128,7 +129,10 @@ def _decode_example(record: dict[str, Any], spec: TfdsSpec, image_size: int) -> 
 
 
 def get_source(name: str, config, split: str):
-  """(random-access source, preprocess: record -> {'image': (s, s, C) uint8[, 'label']}, has_label)."""
+  """(random-access source, preprocess, has_label) for TFDS dataset ``name``.
+
+  preprocess: record -> {'image': (image_size, image_size, C) uint8[, 'label': int32]}.
+  """
   spec = TFDS_DATASETS[name]
   if config.data.num_channels != spec.num_channels:
     raise ValueError(f'{name!r} has {spec.num_channels} channel(s) but data.num_channels = '
