@@ -3,7 +3,7 @@
 Restores the EMA parameters of the latest (or ``--step``) checkpoint, runs the sampler of
 ``config.sampling`` (override with e.g. ``--config.sampling.method=ode``) on all local devices,
 and writes ``samples_<step>.npz`` and a PNG (an image grid; for 2-D data a scatter plot over the
-data and a picture of the learned score field with reverse-SDE paths).
+data and a picture of the learned score field with probability-flow ODE paths).
 """
 import os
 import time
@@ -39,7 +39,7 @@ def restore_ema_params(config, workdir, step=None):
 
 
 def plot_2d(config, sde, model, params, samples, outdir, step, rng):
-  """Samples over the data, and the learned score field with a few reverse-SDE paths."""
+  """Samples over the data, and the learned score field with a few probability-flow paths."""
   data = np.asarray(next(datasets.get_dataset(config, 'test', num_local_devices=1,
                                               batch_size=len(samples)))['image'][0])
   scatter = plotting.scatter_2d(samples, os.path.join(outdir, f'samples_{step}.png'), data=data,
@@ -48,7 +48,8 @@ def plot_2d(config, sde, model, params, samples, outdir, step, rng):
   x_T = sde.prior_sampling(rng, (12, 2))
   paths, times = generation.reverse_sde_paths(rng, score_fn, sde, x_T)
   field = plotting.score_field(score_fn, [1.0, 0.5, 0.1, 0.01], os.path.join(
-      outdir, f'score_field_{step}.png'), trajectories=paths, trajectory_times=times)
+      outdir, f'score_field_{step}.png'), trajectories=paths, trajectory_times=times,
+      lim=plotting.extent(data))
   return [scatter, field]
 
 

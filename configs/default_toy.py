@@ -5,12 +5,12 @@ from configs import base
 def get_config():
   config = base.get_base_config()
   training = config.training
-  training.batch_size = 256
-  training.n_iters = 4000
+  training.batch_size = 1024
+  training.n_iters = 6000
   training.log_freq = 100
   training.eval_freq = 500
-  training.snapshot_freq = 2000
-  training.snapshot_freq_for_preemption = 500
+  training.snapshot_freq = 3000
+  training.snapshot_freq_for_preemption = 1000
   training.continuous = True
   training.reduce_mean = True
 
@@ -33,14 +33,15 @@ def get_config():
   model.nf = 128              # hidden width
   model.num_layers = 3
   model.embedding_type = 'fourier'
-  model.fourier_scale = 16.0
+  model.fourier_scale = 1.0        # of log(noise label): smooth in t
+  model.input_fourier_scale = 1.0  # random Fourier features of x: fine spatial detail (None: off)
   model.dropout = 0.0
   model.ema_rate = 0.999
   model.sigma_min = 0.01
-  model.sigma_max = 3.0       # VE: about the data's diameter
+  model.sigma_max = 10.0      # VE: about the data's diameter (shapes span [-3, 3]^2)
 
   optim = config.optim
-  optim.lr = 2e-3
+  optim.lr = 5e-3
   optim.warmup = 100
   optim.grad_clip = 1.0
   return config.lock()   # experiment files may change values, not add keys: a typo fails

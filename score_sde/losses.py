@@ -123,6 +123,6 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
     ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_rate)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
                               opt_state=opt_state)
-    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
     return new_state, parallel.pmean(metrics, axis_name)
   return step_fn

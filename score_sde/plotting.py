@@ -39,9 +39,15 @@ def _square_axes(ax, lim):
   ax.set_aspect('equal')
 
 
+def extent(points: np.ndarray) -> float:
+  """Half-width of a square view that holds ``points`` (N, 2) with a margin."""
+  return 1.15 * float(np.percentile(np.abs(points), 99.5)) + 1e-3
+
+
 def scatter_2d(samples: np.ndarray, path: str, data: np.ndarray | None = None,
-               title: str = '', lim: float = 1.5) -> str:
-  """Samples (N, 2) over optional data points (M, 2), side by side."""
+               title: str = '', lim: float | None = None) -> str:
+  """Samples (N, 2) beside optional data points (M, 2), on the same square axes."""
+  lim = lim or extent(data if data is not None else samples)
   panels = [('data', data), ('samples', samples)] if data is not None else [('samples', samples)]
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
   for ax, (name, pts) in zip(axes[0], panels):
@@ -83,7 +89,7 @@ def score_field(score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], times:
         ax.plot(path_k[-1:, 0], path_k[-1:, 1], 'o', color='tab:red', ms=2.5)
     ax.set_title(f't = {t:g}')
     _square_axes(ax, lim)
-  fig.suptitle(title or 'learned score s(x, t) (direction; colour = log(1 + |s|)) and reverse-SDE paths')
+  fig.suptitle(title or 'learned score s(x, t) (direction; colour = log(1 + |s|)) and probability-flow paths')
   fig.tight_layout()
   fig.savefig(_ensure_dir(path), dpi=110)
   plt.close(fig)

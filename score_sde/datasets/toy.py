@@ -1,6 +1,10 @@
 """Low-dimensional distributions generated in code, for demos and closed-form tests.
 
-Every sampler is a pure function ``sample(rng, n) -> (n, 2)`` (float32). ``GaussianMixture`` also
+Every sampler is a pure function ``sample(rng, n) -> (n, 2)`` (float32). The shapes (spiral,
+swiss roll, checkerboard, two moons) are drawn in [-1, 1]^2 and served by ``TOY_DISTRIBUTIONS``
+scaled by ``SHAPE_SCALE`` = 3: for the VP/sub-VP SDEs (unit-variance prior) structure must be
+large against the noise at small t to be learnt quickly, so data of roughly unit-or-larger
+spread trains far better than data squeezed into [-1, 1]. ``GaussianMixture`` also
 gives the exact score and log-density of its marginal under any linear SDE of ``sde_lib``:
 if x(0) ~ sum_k w_k N(mu_k, diag(sig_k^2)) and p_0t(x(t)|x(0)) = N(m(t) x(0), s(t)^2 I), then
 
@@ -116,11 +120,18 @@ def gaussian_mixture(num_modes: int = 8, radius: float = 0.8, std: float = 0.08,
   return GaussianMixture(means, stds, np.full((num_modes,), 1.0 / num_modes, np.float32))
 
 
+SHAPE_SCALE = 3.0
+
+
+def _scaled(sample: Callable, scale: float = SHAPE_SCALE) -> Callable:
+  return lambda rng, n: scale * sample(rng, n)
+
+
 TOY_DISTRIBUTIONS = {
-    'spiral': spiral,
-    'swiss_roll': swiss_roll,
-    'checkerboard': checkerboard,
-    'two_moons': two_moons,
+    'spiral': _scaled(spiral),
+    'swiss_roll': _scaled(swiss_roll),
+    'checkerboard': _scaled(checkerboard),
+    'two_moons': _scaled(two_moons),
     'gaussian_mixture': lambda rng, n: gaussian_mixture().sample(rng, n),
 }
 

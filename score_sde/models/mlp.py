@@ -1,23 +1,44 @@
-"""A time-conditioned MLP score network for low-dimensional data, x: (B, D) -> (B, D)."""
+"""A time-conditioned residual MLP score network for low-dimensional data, x: (B, D) -> (B, D)."""
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from score_sde.models import embeddings
 
+EMBEDDING_TYPES = ('fourier', 'positional')
+
+
+class InputFourierFeatures(nn.Module):
+  """[x, sin(2 pi x W), cos(2 pi x W)] with fixed W ~ N(0, scale^2), (B, D) -> (B, D + 2 F).
+
+  Random features lift an MLP's bias towards smooth functions, so the sharp score of a
+  thin structure at small t is learnt in a few thousand steps rather than tens of thousands.
+  """
+  num_features: int
+  scale: float
+
+  @nn.compact
+  def __call__(self, x):
+    W = self.param('W', nn.initializers.normal(self.scale), (x.shape[-1], self.num_features))
+    proj = 2 * jnp.pi * x @ jax.lax.stop_gradient(W)
+    return jnp.concatenate([x, jnp.sin(proj), jnp.cos(proj)], axis=-1)
+
 
 class MLP(nn.Module):
-  """h = x; for each layer: h = act(Dense(h) + Dense(temb)); out = Dense_D(h).
+  """h_0 = Dense(features(x)); h_{k+1} = h_k + Dense(silu(LayerNorm(h_k) + Dense(temb)));
+  out = Dense_D(silu(LayerNorm(h_L))), zero-initialised so training starts from score 0.
 
   ``labels`` are the noise conditioning of ``models.utils`` (999 t for VP, sigma(t) for VE).
-  Fourier embeddings see log(labels); positional ones see the labels themselves.
+  Fourier time embeddings see log(labels); positional ones see the labels themselves.
   With ``scale_by_sigma`` (VE) the output is divided by sigma, as NCSN++ does.
   """
   nf: int = 128
   num_layers: int = 3
   embedding_type: str = 'fourier'
-  fourier_scale: float = 16.0
+  fourier_scale: float = 1.0
+  input_fourier_scale: float | None = 1.0
   scale_by_sigma: bool = False
 
   @nn.compact
@@ -27,12 +48,16 @@ class MLP(nn.Module):
     elif self.embedding_type == 'positional':
       temb = embeddings.get_timestep_embedding(labels, self.nf)
     else:
-      raise ValueError(f"Unknown embedding_type {self.embedding_type!r}; valid: 'fourier', 'positional'.")
+      raise ValueError(f'Unknown embedding_type {self.embedding_type!r}; valid: {EMBEDDING_TYPES}.')
     temb = nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(temb)))
-    h = x
+    if self.input_fourier_scale:
+      x_in = InputFourierFeatures(self.nf // 2, self.input_fourier_scale)(x)
+    else:
+      x_in = x
+    h = nn.Dense(self.nf)(x_in)
     for _ in range(self.num_layers):
-      h = nn.silu(nn.Dense(self.nf)(h) + nn.Dense(self.nf)(temb))
-    out = nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
+      h = h + nn.Dense(self.nf)(nn.silu(nn.LayerNorm()(h) + nn.Dense(self.nf)(temb)))
+    out = nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(nn.silu(nn.LayerNorm()(h)))
     if self.scale_by_sigma:
       out = out / labels[:, None]
     return out
@@ -41,4 +66,5 @@ class MLP(nn.Module):
 def from_config(config) -> MLP:
   m = config.model
   return MLP(nf=m.nf, num_layers=m.num_layers, embedding_type=m.embedding_type,
-             fourier_scale=m.fourier_scale, scale_by_sigma=m.scale_by_sigma)
+             fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,
+             scale_by_sigma=m.scale_by_sigma)
