@@ -1,6 +1,7 @@
 """NFE-versus-error of every sampler on the 8-mode Gaussian mixture, driven by its exact score.
 
 Usage:  .venv/bin/python benchmarks/samplers.py [--num_samples=20000] [--quick] [--overhead_only]
+        [--sde=vp,subvp,ve] [--match=SUBSTRING_OF_SAMPLER_LABEL]
 
 Error metric (``score_sde.sampling.mixture_fit``): samples are assigned to the nearest mode;
 ``w_err`` is the largest per-mode weight error, ``s_err`` the largest |within-mode std / true
@@ -49,6 +50,8 @@ def sweeps(quick: bool):
        steps([5, 8, 10, 15, 20, 30, 50], [10])),
       ('dpm_solver++ 3M', dict(method='dpm_solver', order=3), 'num_steps',
        steps([5, 6, 8, 10, 12, 15, 20, 30, 50], [10])),
+      ('dpm_solver++ 2M (edm rho=7)', dict(method='dpm_solver', order=2, time_schedule='edm'),
+       'num_steps', steps([6, 8, 10, 12, 15], [10])),
       ('heun (edm rho=7)', dict(method='heun'), 'num_steps', steps([3, 4, 5, 6, 8, 10, 13, 18, 25], [6])),
   ]
 
@@ -78,13 +81,16 @@ def noise_floor(n, seeds=5):
   return {k: float(np.mean([f[k] for f in fits])) for k in fits[0]}
 
 
-def accuracy(n, quick):
+def accuracy(n, quick, sde_names, match):
   floor = noise_floor(n)
   print(f'\n### NFE vs error, {n} samples (exact-sample noise floor, mean of 5 sets: {fmt(floor)})')
-  for sde_name, sde in SDES.items():
+  for sde_name in sde_names:
+    sde = SDES[sde_name]
     print(f'\n{sde_name}  ({type(sde).__name__})')
     print(f"  {'sampler':32s} {'setting':>16s} {'NFE':>6s}   error")
     for label, fields, key, values in sweeps(quick):
+      if match not in label:
+        continue
       for value in values:
         samples, nfe, _ = run_jitted(build(sde, n, dict(fields, **{key: value})),
                                      GMM.score_fn(sde), seed=0)
@@ -137,13 +143,16 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--num_samples', type=int, default=20000)
   parser.add_argument('--quick', action='store_true', help='a few settings only (smoke run)')
+  parser.add_argument('--sde', default='vp,subvp,ve', help='comma-separated subset of vp,subvp,ve')
+  parser.add_argument('--match', default='', help='only samplers whose label contains this')
   parser.add_argument('--overhead_only', action='store_true', help='skip the NFE-vs-error sweep')
   args = parser.parse_args()
   print(f'## Samplers benchmark: {platform.machine()}, {os.cpu_count()} CPU cores, '
         f'JAX {jax.__version__} on {jax.devices()[0].platform}, float32')
   if not args.overhead_only:
-    accuracy(args.num_samples, args.quick)
-  overhead(args.num_samples)
+    accuracy(args.num_samples, args.quick, args.sde.split(','), args.match)
+  if not args.match:
+    overhead(args.num_samples)
 
 
 if __name__ == '__main__':
