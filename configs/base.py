@@ -94,6 +94,7 @@ def get_base_config():
   model.fourier_scale = 16.0
   model.nf = 128
   model.conditional = True
+  model.precond = 'paper'                # 'paper' | 'edm' (Karras et al. 2022; models/precond.py)
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'Adam'

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from score_sde import parallel, sde_lib
+from score_sde.models import precond
 from score_sde.models import utils as mutils
 
 
@@ -57,11 +58,15 @@ def _per_example_noise(rng, x, index_offset):
 
 
 def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
-               likelihood_weighting=False, eps=1e-5, index_offset=0) -> jax.Array:
-  """Per-example denoising score matching losses, (B, ...) -> (B,). See the module docstring."""
+               likelihood_weighting=False, eps=1e-5, index_offset=0, edm=None) -> jax.Array:
+  """Per-example denoising score matching losses, (B, ...) -> (B,). See the module docstring.
+
+  ``edm``: an ``EDMPrecond`` model: log-normal noise levels and EDM's weighting (models/precond).
+  """
   u, z = _per_example_noise(rng, x, index_offset)
   if continuous:
-    t = u * (sde.T - eps) + eps
+    t = (u * (sde.T - eps) + eps if edm is None
+         else precond.sample_times(sde, u, eps, edm.P_mean, edm.P_std))
     mean, std = sde.marginal_prob(x, t)
   else:
     if type(sde) not in DISCRETE_KERNELS:
@@ -79,7 +84,8 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
     residual = score + sde_lib.batch_mul(1.0 / std, z)
     return reduce(residual.reshape(x.shape[0], -1)**2, axis=-1) * g2
   residual = sde_lib.batch_mul(std, score) + z
-  return reduce(residual.reshape(x.shape[0], -1)**2, axis=-1)
+  weight = 1.0 if edm is None else precond.loss_weight(sde, t, edm.sigma_data)
+  return reduce(residual.reshape(x.shape[0], -1)**2, axis=-1) * weight
 
 
 def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
@@ -91,7 +97,8 @@ def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
                                    rng=jax.random.fold_in(dropout_rng, index_offset))
     losses = dsm_losses(noise_rng, score_fn, x, sde, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
-                        index_offset=index_offset)
+                        index_offset=index_offset,
+                        edm=model if isinstance(model, precond.EDMPrecond) else None)
     return jnp.mean(losses), losses
   return loss_fn
 

@@ -11,7 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from score_sde.models import embeddings, layers, normalization
+from score_sde.models import embeddings, layers, normalization, precond
 from score_sde.models.layers import ddpm_conv3x3 as conv3x3, default_init
 
 
@@ -84,13 +84,14 @@ class DDPM(nn.Module):
     return h
 
 
-def from_config(config) -> DDPM:
-  """DDPM with the fields of config.model and config.data."""
+def from_config(config) -> nn.Module:
+  """DDPM with the fields of config.model and config.data (EDM-wrapped if asked)."""
   m, d = config.model, config.data
-  return DDPM(
+  return precond.wrap(config, DDPM(
       nf=m.nf, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
       attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
       resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
       scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity,
       normalization=m.normalization, centered=d.centered, num_channels=d.num_channels,
-      sigma_min=m.sigma_min, sigma_max=m.sigma_max, num_scales=m.num_scales)
+      sigma_min=m.sigma_min, sigma_max=m.sigma_max, num_scales=m.num_scales),
+      embedding_type='positional')

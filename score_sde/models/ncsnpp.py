@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from score_sde.models import embeddings, layers, layerspp
+from score_sde.models import embeddings, layers, layerspp, precond
 from score_sde.models.layers import ddpm_conv3x3 as conv3x3, default_init, group_norm
 
 RESBLOCK_TYPES = ('ddpm', 'biggan')
@@ -200,10 +200,10 @@ class NCSNpp(nn.Module):
     return h
 
 
-def from_config(config) -> NCSNpp:
-  """NCSN++ / DDPM++ with the fields of config.model and config.data."""
+def from_config(config) -> nn.Module:
+  """NCSN++ / DDPM++ with the fields of config.model and config.data (EDM-wrapped if asked)."""
   m, d = config.model, config.data
-  return NCSNpp(
+  return precond.wrap(config, NCSNpp(
       nf=m.nf, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
       attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
       resamp_with_conv=m.resamp_with_conv, conditional=m.conditional, fir=m.fir,
@@ -213,4 +213,4 @@ def from_config(config) -> NCSNpp:
       embedding_type=m.embedding_type, fourier_scale=m.fourier_scale, init_scale=m.init_scale,
       scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity, centered=d.centered,
       num_channels=d.num_channels, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
-      num_scales=m.num_scales)
+      num_scales=m.num_scales))

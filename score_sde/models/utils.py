@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde import sde_lib
+from score_sde.models import precond
 
 
 def init_params(rng, model: nn.Module, input_shape) -> Any:
@@ -66,9 +67,15 @@ def noise_conditioning(sde, t, continuous: bool = True):
   return NOISE_CONDITIONING[type(sde)](sde, t, continuous)
 
 
+# Preconditioned networks (models/precond.py) and their score functions, for any SDE.
+PRECONDITIONED_SCORE_FNS = {precond.EDMPrecond: precond.get_score_fn}
+
+
 def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous: bool = True,
                  rng=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """score_fn(x: (B, ...), t: (B,)) -> (B, ...), the model's estimate of grad_x log p_t(x)."""
+  if type(model) in PRECONDITIONED_SCORE_FNS:   # the wrapper defines its own score (EDM)
+    return PRECONDITIONED_SCORE_FNS[type(model)](sde, model, params, train=train, rng=rng)
   model_fn = get_model_fn(model, params, train=train, rng=rng)
 
   def score_fn(x, t):
