@@ -1,0 +1,98 @@
+"""Loading checkpoints written by the paper's code (yang-song/score_sde, Flax version).
+
+Those files (`checkpoint_<n>` under `<workdir>/checkpoints`) are
+`flax.serialization.msgpack_serialize` of the state dict of its training `State`:
+
+    {'step': int, 'optimizer': {'target': params, 'state': {'step': ..., 'param_states': ...}},
+     'lr': float, 'model_state': {}, 'ema_rate': float, 'params_ema': params, 'rng': key}
+
+where `params` is the Linen parameter tree of the model (without the outer 'params' key). Our
+NCSN++ / DDPM / NCSNv2 build the same trees for the same config, so the arrays drop in as they are.
+This module is unrelated to `checkpointing.py` (our own orbax checkpoints).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde import models
+
+
+class PaperCheckpoint(NamedTuple):
+  """Arrays of a paper checkpoint: `params` (the optimizer's target) and `ema_params`."""
+  params: Any
+  ema_params: Any
+  step: int
+
+
+def _resolve(path: str) -> str:
+  """A file as it is; a directory -> its highest-numbered `checkpoint_<n>` file."""
+  if not os.path.isdir(path):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'No paper checkpoint at {path!r}.')
+    return path
+  numbered = [(int(m.group(1)), f) for f in os.listdir(path)
+              if (m := re.fullmatch(r'checkpoint_(\d+)', f))]
+  if not numbered:
+    raise FileNotFoundError(f'No checkpoint_<n> file in directory {path!r}.')
+  return os.path.join(path, max(numbered)[1])
+
+
+def expected_param_shapes(config) -> dict[str, tuple[int, ...]]:
+  """'/'-joined parameter path -> shape of the model that `config` builds (no real init)."""
+  model = models.get_model(config)
+  size, channels = config.data.image_size, config.data.num_channels
+  x = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
+  labels = jax.ShapeDtypeStruct((1,), jnp.float32)
+  rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
+  variables = jax.eval_shape(lambda x, l: model.init(rngs, x, l, train=False), x, labels)
+  return _flat_shapes(variables['params'])
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
+  return {'/'.join(k): tuple(np.shape(v)) for k, v in flat.items()}
+
+
+def check_param_tree(params, expected: dict[str, tuple[int, ...]], what: str) -> None:
+  """Raise ValueError naming the first path where `params` and `expected` differ."""
+  got = _flat_shapes(params)
+  for key in sorted(set(got) | set(expected)):
+    if key not in got:
+      raise ValueError(f'{what}: parameter {key!r} {expected[key]} of the configured model is '
+                       f'missing from the checkpoint (does the config match the checkpoint?).')
+    if key not in expected:
+      raise ValueError(f'{what}: checkpoint parameter {key!r} {got[key]} does not exist in the '
+                       f'configured model (does the config match the checkpoint?).')
+    if got[key] != expected[key]:
+      raise ValueError(f'{what}: parameter {key!r} has shape {got[key]} in the checkpoint but '
+                       f'{expected[key]} in the configured model.')
+
+
+def load_paper_checkpoint(path: str, config) -> PaperCheckpoint:
+  """Read a paper-format checkpoint file (or the latest in a directory) for `config`'s model.
+
+  Returns PaperCheckpoint(params, ema_params, step), nested dicts of float32 jnp arrays shaped
+  exactly as `models.get_model(config).init(...)['params']`; pass `ema_params` to
+  `models.utils.get_score_fn` to sample. Raises ValueError naming the first parameter path
+  whose name or shape differs from the configured model.
+  """
+  path = _resolve(path)
+  with open(path, 'rb') as f:
+    state = flax.serialization.msgpack_restore(f.read())
+  missing = [k for k in ('optimizer', 'params_ema') if k not in state]
+  if missing or 'target' not in state.get('optimizer', {}):
+    raise ValueError(f'{path!r} is not a paper-format checkpoint: expected a State with '
+                     f"'optimizer' (with 'target') and 'params_ema'; got keys {sorted(state)}.")
+  expected = expected_param_shapes(config)
+  params, ema_params = state['optimizer']['target'], state['params_ema']
+  check_param_tree(params, expected, f'{path} (optimizer.target)')
+  check_param_tree(ema_params, expected, f'{path} (params_ema)')
+  to_jnp = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), t)
+  return PaperCheckpoint(to_jnp(params), to_jnp(ema_params), int(np.asarray(state.get('step', 0))))
