@@ -2,9 +2,11 @@
 
 Dataset-family defaults (`default_toy.py`, `default_cifar10_configs.py`, ...) start from
 `get_base_config()` and set their own values; experiment files change only what differs.
-Field names follow the paper's code (yang-song/score_sde). `None` means "no value".
+Field names follow the paper's code (yang-song/score_sde). `None` means "no value"; optional
+fields are typed placeholders (None until set) so they can be set from the command line.
 """
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_base_config():
@@ -33,12 +35,12 @@ def get_base_config():
   sampling.n_steps_each = 1
   sampling.noise_removal = True
   sampling.probability_flow = False
-  sampling.num_steps = None              # None: sde.N
+  sampling.num_steps = placeholder(int)              # None: sde.N
   sampling.order = 3                     # DPM-Solver++ order
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
   sampling.eps = 1e-3                    # smallest time the samplers integrate down to
-  sampling.time_schedule = None          # 'uniform' | 'logsnr' | 'edm'; None: the method's own
+  sampling.time_schedule = placeholder(str)          # 'uniform' | 'logsnr' | 'edm'; None: the method's own
                                          # (dpm_solver/ddim 'logsnr', heun 'edm'); pc/ode: uniform only
   sampling.rho = 7.0
   sampling.S_churn = 0.0
@@ -51,7 +53,7 @@ def get_base_config():
   # Checkpoints evaluated, as the paper numbers them: snapshot i is step i * training.snapshot_freq;
   # every stored step in [begin_ckpt, end_ckpt] * snapshot_freq is evaluated (end None: no bound).
   evaluate.begin_ckpt = 1
-  evaluate.end_ckpt = None
+  evaluate.end_ckpt = placeholder(int)
   evaluate.batch_size = 512
   evaluate.enable_sampling = False
   evaluate.num_samples = 50000
@@ -59,7 +61,7 @@ def get_base_config():
   evaluate.enable_bpd = False
   evaluate.bpd_dataset = 'test'          # 'train' | 'test'
   evaluate.num_repeats = 1               # passes over the split (fresh dequantization noise each)
-  evaluate.bpd_num_examples = None       # cap per checkpoint; None: whole split x num_repeats
+  evaluate.bpd_num_examples = placeholder(int)       # cap per checkpoint; None: whole split x num_repeats
                                          # (endless toy data: 10000 examples)
   evaluate.likelihood_hutchinson_type = 'rademacher'   # 'rademacher' | 'gaussian' | 'none' (exact)
   evaluate.likelihood_rtol = 1e-5
@@ -68,14 +70,14 @@ def get_base_config():
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'spiral'
-  data.path = None                       # for data.dataset = 'folder'
+  data.path = placeholder(str)                       # for data.dataset = 'folder'
   data.image_size = 32
   data.num_channels = 3
   data.centered = False                  # [-1, 1] if True, else [0, 1]
   data.random_flip = True
   data.uniform_dequantization = False
-  data.num_classes = None
-  data.data_dir = None                   # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets)
+  data.num_classes = placeholder(int)
+  data.data_dir = placeholder(str)                   # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets)
   data.num_workers = 2                   # grain worker threads (sized for a 2-core machine)
   data.prefetch = 2                      # batches prepared ahead of the training step
 

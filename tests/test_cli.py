@@ -47,3 +47,13 @@ def test_config_typo_on_the_command_line_fails_clearly(tmp_path):
                 '--config.training.n_iter=5')
   assert result.returncode != 0
   assert 'n_iters' in result.stderr
+
+
+def test_optional_fields_can_be_set_on_the_command_line(tmp_path):
+  """None-valued fields are typed placeholders: overriding them parses, and the run gets as far
+  as the next (deliberate) error, the unknown dataset."""
+  result = _run('train.py', '--config=configs/vp/toy_spiral.py', f'--workdir={tmp_path}',
+                '--config.eval.end_ckpt=3', '--config.sampling.time_schedule=uniform',
+                '--config.data.path=/nowhere', '--config.data.dataset=nope')
+  assert result.returncode != 0
+  assert "Unknown dataset 'nope'" in result.stderr
