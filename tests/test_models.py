@@ -41,7 +41,8 @@ def test_paper_parameter_counts(name, count):
   assert _param_count(_config(name)) == count
 
 
-TINY = ['ncsnpp', 'ncsnpp_skip', 'ddpmpp', 'ddpm', 'ncsnv2']
+# DDPM++ is covered by test_one_training_step (one compile instead of two).
+TINY = ['ncsnpp', 'ncsnpp_skip', 'ddpm', 'ncsnv2']
 
 
 def _random_params(model, shape, scale=0.05):
@@ -144,9 +145,11 @@ def test_one_training_step(name):
   batch = {'image': jax.random.uniform(jax.random.PRNGKey(1), (4, s, s, 3)) * 2 - 1}
   new_state, metrics = jax.jit(train_step)(state, batch, jax.random.PRNGKey(2))
   assert int(new_state.step) == 1 and np.isfinite(float(metrics['loss']))
-  moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()),
+  # Adam moves the parameters with a non-zero gradient: nearly all (the attention's query bias,
+  # for one, shifts every logit of a query equally and gets none).
+  moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()) > 1e-6,
                                  new_state.params, state.params)
-  assert max(jax.tree_util.tree_leaves(moved)) > 0
+  assert np.mean(jax.tree_util.tree_leaves(moved)) > 0.9
 
 
 def _tiny_ncsnpp(**overrides):
