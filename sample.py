@@ -13,15 +13,19 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_sde import checkpointing, datasets, generation, models, parallel, plotting, sde_lib
+from score_sde import checkpointing, checkpoints, datasets, generation, models, parallel, plotting
+from score_sde import sde_lib
 from score_sde import training
 from score_sde.models import utils as mutils
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'The config the model was trained with.',
                                 lock_config=True)
-flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
+flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/ (outputs go there too).')
 flags.DEFINE_integer('step', None, 'Checkpoint step to restore (default: the latest).')
+flags.DEFINE_string('paper_checkpoint', None,
+                    "A checkpoint file (or checkpoints/ folder) of the paper's code "
+                    '(yang-song/score_sde); its EMA parameters are sampled instead of --workdir\'s.')
 flags.DEFINE_integer('num_samples', None, 'Number of samples (default: config.sampling.batch_size).')
 flags.DEFINE_string('outdir', None, 'Where to write samples (default: <workdir>/samples).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed.')
@@ -60,7 +64,11 @@ def main(argv):
   config = FLAGS.config
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
-  step, params = restore_ema_params(config, FLAGS.workdir, FLAGS.step)
+  if FLAGS.paper_checkpoint:
+    paper = checkpoints.load_paper_checkpoint(FLAGS.paper_checkpoint, config)
+    step, params = paper.step, paper.ema_params
+  else:
+    step, params = restore_ema_params(config, FLAGS.workdir, FLAGS.step)
   devices = jax.local_devices()
   num = FLAGS.num_samples or config.sampling.batch_size
   per_device = parallel.per_device_batch_size(config.sampling.batch_size, len(devices))

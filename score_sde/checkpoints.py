@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import models
+from score_sde import generation, models
+from score_sde.models import utils as mutils
 
 
 class PaperCheckpoint(NamedTuple):
@@ -47,12 +48,9 @@ def _resolve(path: str) -> str:
 def expected_param_shapes(config) -> dict[str, tuple[int, ...]]:
   """'/'-joined parameter path -> shape of the model that `config` builds (no real init)."""
   model = models.get_model(config)
-  size, channels = config.data.image_size, config.data.num_channels
-  x = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
-  labels = jax.ShapeDtypeStruct((1,), jnp.float32)
-  rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
-  variables = jax.eval_shape(lambda x, l: model.init(rngs, x, l, train=False), x, labels)
-  return _flat_shapes(variables['params'])
+  shape = generation.sample_shape(config)
+  params = jax.eval_shape(lambda: mutils.init_params(jax.random.PRNGKey(0), model, shape))
+  return _flat_shapes(params)
 
 
 def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:

@@ -57,3 +57,20 @@ def test_optional_fields_can_be_set_on_the_command_line(tmp_path):
                 '--config.data.path=/nowhere', '--config.data.dataset=nope')
   assert result.returncode != 0
   assert "Unknown dataset 'nope'" in result.stderr
+
+
+def test_sample_from_a_paper_format_checkpoint(tmp_path):
+  import jax
+  from configs import default_toy
+  from score_sde import models
+  from score_sde.models import utils as mutils
+  from test_paper_checkpoint import _write_paper_state
+  config = default_toy.get_config()
+  config.model.nf = 32
+  params = mutils.init_params(jax.random.PRNGKey(0), models.get_model(config), (2,))
+  _write_paper_state(tmp_path / 'checkpoint_5', params, params, step=5)
+  result = _run('sample.py', '--config=configs/vp/toy_spiral.py', f'--workdir={tmp_path}',
+                f'--paper_checkpoint={tmp_path}', '--config.model.nf=32',
+                '--config.sampling.num_steps=10', '--config.sampling.batch_size=64')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert os.path.exists(tmp_path / 'samples' / 'samples_5.npz')
