@@ -8,12 +8,11 @@ last good checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp

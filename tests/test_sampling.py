@@ -7,7 +7,6 @@ samples". The mixture is the default 8 modes on a circle of radius 0.8 with std 
 sigma_max = 3 (about the data's diameter) so its prior is right.
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

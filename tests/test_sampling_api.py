@@ -1,7 +1,6 @@
 """Sampler plumbing: true NFE, one compilation, pmap, bad input, DPM-Solver++'s order."""
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

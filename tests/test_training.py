@@ -4,12 +4,11 @@ import signal
 import struct
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import default_toy
-from score_sde import checkpointing, datasets, losses, models, parallel, sde_lib, training
+from score_sde import checkpointing, datasets, models, parallel, sde_lib, training
 
 
 def tiny_config(**training_overrides):

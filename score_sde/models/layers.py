@@ -7,7 +7,7 @@ code (yang-song/score_sde), because Flax names parameters after them (`Conv_0`, 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax

@@ -23,7 +23,6 @@ import functools
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from score_sde.models import embeddings, layers, layerspp, precond
