@@ -53,7 +53,7 @@ def plot_2d(config, sde, model, params, samples, outdir, step, rng):
   paths, times = generation.reverse_sde_paths(rng, score_fn, sde, x_T)
   field = plotting.score_field(score_fn, [1.0, 0.5, 0.1, 0.01], os.path.join(
       outdir, f'score_field_{step}.png'), trajectories=paths, trajectory_times=times,
-      lim=plotting.extent(data))
+      lim=plotting.extent(data), data=data)
   return [scatter, field]
 
 

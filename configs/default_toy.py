@@ -16,6 +16,10 @@ def get_config():
 
   sampling = config.sampling
   sampling.batch_size = 2000
+  # The probability-flow ODE (adaptive, ~120 NFE) gives visibly sharper samples of the demo model
+  # than 500 Euler-Maruyama steps of the reverse SDE (--config.sampling.method=pc), whose injected
+  # noise the slightly too smooth small-t score of a 90-second model does not fully remove.
+  sampling.method = 'ode'
   sampling.num_steps = 500
 
   config.eval.batch_size = 2000

@@ -65,17 +65,20 @@ def scatter_2d(samples: np.ndarray, path: str, data: np.ndarray | None = None,
 def score_field(score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], times: Sequence[float],
                 path: str, trajectories: np.ndarray | None = None,
                 trajectory_times: np.ndarray | None = None, lim: float = 1.5,
-                grid_size: int = 21, title: str = '') -> str:
+                grid_size: int = 21, title: str = '', data: np.ndarray | None = None) -> str:
   """The learned score s(x, t) as arrows on a grid at a few ``times``.
 
   ``trajectories`` (S, K, 2) are sampling paths at ``trajectory_times`` (S,) from t=T down to
-  t~0; each panel draws the part of every path up to that panel's time.
+  t~0; each panel draws the part of every path up to that panel's time. ``data`` (M, 2), if
+  given, is drawn faintly underneath.
   """
   g = np.linspace(-lim, lim, grid_size)
   xx, yy = np.meshgrid(g, g)
   pts = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
   fig, axes = plt.subplots(1, len(times), figsize=(4.0 * len(times), 4.2), squeeze=False)
   for ax, t in zip(axes[0], times):
+    if data is not None:
+      ax.scatter(data[:, 0], data[:, 1], s=1, color='0.8', zorder=0)
     s = np.asarray(score_fn(pts, np.full((len(pts),), t, np.float32)))
     norm = np.linalg.norm(s, axis=-1, keepdims=True)
     d = s / np.maximum(norm, 1e-8)
