@@ -151,7 +151,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   rng = jax.random.PRNGKey(config.seed)
-  init_rng, train_rng, sample_rng = jax.random.split(rng, 3)
+  init_rng, train_rng, eval_rng, sample_rng = jax.random.split(rng, 4)
   state = init_train_state(config, model, optimizer, init_rng)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
                                     keep_period=tc.snapshot_freq)
@@ -167,12 +167,14 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
   previous_handlers = _install_signal_handlers(stop)
   finite = jnp.array(True)
 
+  def non_finite(what):
+    return NonFiniteLossError(
+        f'{what}; training stopped. The last good checkpoint in {ckpt.directory} (step '
+        f'{ckpt.latest_step()}) is kept. Lower optim.lr or raise optim.warmup / optim.grad_clip.')
+
   def save(step):
     if not bool(finite):
-      raise NonFiniteLossError(
-          f'Loss became NaN/inf before step {step}; not saving. The last good checkpoint in '
-          f'{ckpt.directory} (step {ckpt.latest_step()}) is kept. Lower optim.lr or raise '
-          f'optim.warmup / optim.grad_clip.')
+      raise non_finite(f'Loss became NaN/inf before step {step}')
     ckpt.save(step, parallel.unreplicate(p_state), {'train': train_iter.get_state()})
 
   bar = tqdm.tqdm(total=tc.n_iters, initial=start_step, disable=not sys.stderr.isatty(),
@@ -187,10 +189,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
       if step % tc.log_freq == 0 or step == tc.n_iters:
         loss = float(metrics['loss'][0])
         if not np.isfinite(loss):
-          raise NonFiniteLossError(
-              f'Loss is {loss} at step {step}. Training stopped; the last good checkpoint in '
-              f'{ckpt.directory} (step {ckpt.latest_step()}) is kept. Lower optim.lr or raise '
-              f'optim.warmup / optim.grad_clip.')
+          raise non_finite(f'Loss is {loss} at step {step}')
         rate = (step - s0) / max(time.time() - t0, 1e-9)
         eta = _format_eta((tc.n_iters - step) / max(rate, 1e-9))
         bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
@@ -198,7 +197,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
         writer.scalars(step, {'train/loss': loss, 'train/grad_norm': float(metrics['grad_norm'][0]),
                               'train/steps_per_sec': rate})
       if step % tc.eval_freq == 0:
-        _, eval_metrics = p_eval_step(p_state, next(eval_iter), train_rng)
+        _, eval_metrics = p_eval_step(p_state, next(eval_iter), eval_rng)
         writer.scalars(step, {'eval/loss': float(eval_metrics['loss'][0])})
       if (step % tc.snapshot_freq_for_preemption == 0 or step % tc.snapshot_freq == 0
           or step == tc.n_iters):
@@ -206,8 +205,8 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
       if sample_fn is not None and (step % tc.snapshot_freq == 0 or step == tc.n_iters):
         _snapshot_samples(config, sample_fn, p_state, sample_rng, step, workdir)
       if stop.signal is not None:
-        _report(f'Signal {stop.signal} received: saved step {step}; stopping.', bar)
         save(step)
+        _report(f'Signal {stop.signal} received: saved step {step}; stopping.', bar)
         break
   finally:
     bar.close()
