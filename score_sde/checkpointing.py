@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -63,6 +65,7 @@ class Checkpointer:
     elif step not in steps:
       raise CheckpointError(f'No checkpoint for step {step} in {self.directory}; '
                             f'available steps: {steps}.')
+    self._check_params_fit(step, template)
     args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
                               data=ocp.args.JsonRestore())
     try:
@@ -75,9 +78,33 @@ class Checkpointer:
           f'was trained with.') from e
     return restored['state'], dict(restored['data'] or {})
 
+  def _check_params_fit(self, step: int, template: Any) -> None:
+    """Compares the saved parameter shapes with ``template.params`` before reading any array,
+    so a checkpoint of another model fails at once with the first differing path."""
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        saved = reader.metadata(os.path.join(self.directory, str(step), 'state')).item_metadata
+      saved = _shapes(saved['params'])
+    except Exception:  # unreadable metadata: the restore below reports the checkpoint itself
+      return
+    wanted = _shapes(template.params)
+    for path in sorted(set(saved) | set(wanted)):
+      if saved.get(path) != wanted.get(path):
+        raise CheckpointError(
+            f'Checkpoint {os.path.join(self.directory, str(step))} does not fit this model: '
+            f'params/{path} is {saved.get(path, "absent")} there but {wanted.get(path, "absent")} '
+            f'here. Use the config it was trained with.')
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...] | None]:
+  """'/'-joined key path -> shape, for a nested dict of arrays or array metadata."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(v) if not hasattr(
+      v, 'shape') else v.shape) for path, v in flat}
