@@ -1,18 +1,8 @@
 """DDPM++ (cont.) on CIFAR-10 with the sub-VP SDE."""
-from configs import default_cifar10_configs
+from configs.vp import cifar10_ddpmpp_continuous as vp
 
 
 def get_config():
-  config = default_cifar10_configs.get_default_configs()
-  training = config.training
-  training.sde = 'subvpsde'
-  training.reduce_mean = True
-
-  data = config.data
-  data.centered = True
-
-  model = config.model
-  model.fir = False
-  model.progressive_input = 'none'
-  model.embedding_type = 'positional'
+  config = vp.get_config()   # the paper's sub-VP configs differ from the VP ones only here
+  config.training.sde = 'subvpsde'
   return config

@@ -1,18 +1,8 @@
 """NCSN++ deep (cont.) on CIFAR-10 with the sub-VP SDE."""
-from configs import default_cifar10_configs
+from configs.vp import cifar10_ncsnpp_deep_continuous as vp
 
 
 def get_config():
-  config = default_cifar10_configs.get_default_configs()
-  training = config.training
-  training.sde = 'subvpsde'
-  training.reduce_mean = True
-  training.n_iters = 950001
-
-  data = config.data
-  data.centered = True
-
-  model = config.model
-  model.num_res_blocks = 8
-  model.embedding_type = 'positional'
+  config = vp.get_config()   # the paper's sub-VP configs differ from the VP ones only here
+  config.training.sde = 'subvpsde'
   return config
