@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from PIL import Image
 
+from configs import base
 from score_sde.errors import DataError, MissingFileError
-from score_sde.evaluation import convert_inception, inception
+from score_sde.evaluation import convert_inception, inception, metrics, reference_stats
 
 # pytorch-fid's FID Inception (torchvision Inception3, 1008 classes, no aux head), counted with
 # torch 2.15 / torchvision 0.29 / pytorch-fid 0.3.0: sum(p.numel() for p in model.parameters())
@@ -172,3 +174,73 @@ def test_features_of_a_small_batch(weights_file):
   np.testing.assert_allclose(out['logits'], pool @ kernel + bias, rtol=1e-4, atol=1e-3)
   with pytest.raises(DataError, match='Unknown Inception outputs'):
     inception.get_feature_fn(variables, outputs=('pool3',))
+
+
+# --- Reference statistics (evaluation.reference_stats) --------------------------------------
+
+def _image_folder(root, n=10, size=8):
+  """n random RGB PNGs of size x size (so the pipeline's resize/crop keeps them)."""
+  root.mkdir()
+  rng = np.random.default_rng(7)
+  for i in range(n):
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+        root / f'img{i:02d}.png')
+  return sorted(str(p) for p in root.iterdir())
+
+
+def _folder_config(root, tmp_path):
+  config = base.get_base_config()
+  config.data.dataset = 'folder'
+  config.data.path = str(root)
+  config.data.image_size = 8
+  config.data.centered = True            # the model's range must not leak into the statistics
+  config.data.random_flip = True
+  config.data.uniform_dequantization = True
+  config.eval.batch_size = 4             # 10 images: the last batch holds 2
+  config.eval.stats_path = str(tmp_path / 'stats.npz')
+  return config
+
+
+def _pixels_as_features(images):
+  return {'pool_3': np.asarray(images, np.float32).reshape(len(images), -1)}
+
+
+def test_dataset_statistics_follow_the_conventions_and_are_cached(tmp_path):
+  files = _image_folder(tmp_path / 'images')
+  config = _folder_config(tmp_path / 'images', tmp_path)
+  feats = reference_stats.dataset_features(config, _pixels_as_features)
+  # Every image once, in order, unflipped, as its uint8 pixels / 255 (no dequantisation).
+  expected = np.stack([np.asarray(Image.open(f).convert('RGB')) for f in files])
+  np.testing.assert_array_equal(np.rint(feats * 255), expected.reshape(len(files), -1))
+  np.testing.assert_allclose(feats * 255, np.rint(feats * 255), atol=1e-4)
+
+  stats = reference_stats.get_reference_stats(config, feature_fn=_pixels_as_features)
+  mu, sigma = metrics.feature_statistics(expected.reshape(len(files), -1) / 255.0)
+  np.testing.assert_allclose(stats.mu, mu, rtol=1e-5)
+  np.testing.assert_allclose(stats.sigma, sigma, rtol=1e-4, atol=1e-7)
+  assert stats.num_examples == len(files)
+
+  def fail(images):
+    raise AssertionError('the cached statistics should have been read')
+  cached = reference_stats.get_reference_stats(config, feature_fn=fail)
+  np.testing.assert_array_equal(cached.sigma, stats.sigma)
+  np.testing.assert_array_equal(cached.pool_3, stats.pool_3)
+
+
+def test_stats_files_of_the_paper_and_pytorch_fid_are_read(tmp_path):
+  pool_3 = np.random.default_rng(8).standard_normal((30, 5)).astype(np.float32)
+  np.savez(tmp_path / 'cifar10_stats.npz', pool_3=pool_3)        # the paper's released format
+  stats = reference_stats.load_stats(str(tmp_path / 'cifar10_stats.npz'))
+  mu, sigma = metrics.feature_statistics(pool_3)
+  np.testing.assert_array_equal(stats.mu, mu)
+  np.testing.assert_array_equal(stats.sigma, sigma)
+  assert stats.num_examples == 30 and stats.pool_3.shape == (30, 5)
+  np.savez(tmp_path / 'fid.npz', mu=mu, sigma=sigma)             # pytorch-fid's --save-stats
+  stats = reference_stats.load_stats(str(tmp_path / 'fid.npz'))
+  assert stats.pool_3 is None and stats.num_examples is None
+  np.testing.assert_array_equal(stats.sigma, sigma)
+  np.savez(tmp_path / 'other.npz', samples=pool_3)
+  with pytest.raises(DataError, match=r"holds \['samples'\]"):
+    reference_stats.load_stats(str(tmp_path / 'other.npz'))
+  with pytest.raises(MissingFileError, match='does not exist'):
+    reference_stats.load_stats(str(tmp_path / 'missing.npz'))
