@@ -118,6 +118,19 @@ def test_missing_or_wrong_weights_say_what_to_download(tmp_path):
     convert_inception.load_torch_state_dict(str(tmp_path / 'missing.pth'))
 
 
+def test_converter_cli_reports_problems_in_one_line(tmp_path, capsys):
+  dst = ['--dst', str(tmp_path / 'inception_fid.npz')]
+  assert convert_inception.main(['--src', str(tmp_path / 'missing.pth')] + dst) == 1
+  assert 'does not exist; download https://github.com/mseitzer' in capsys.readouterr().err
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    (tmp_path / 'w.pth').write_bytes(b'x')
+    assert convert_inception.main(['--src', str(tmp_path / 'w.pth')] + dst) == 1
+    assert 'needs torch' in capsys.readouterr().err
+  assert not (tmp_path / 'inception_fid.npz').exists()
+
+
 def test_images_are_validated():
   with pytest.raises(DataError, match=r'got shape \(4, 8, 8\)'):
     inception.check_images(np.zeros((4, 8, 8), np.uint8))

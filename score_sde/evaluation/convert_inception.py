@@ -72,8 +72,8 @@ def load_torch_state_dict(src: str) -> dict[str, np.ndarray]:
     import torch
   except ImportError as e:
     raise ImportError('Converting the .pth weights needs torch, only for this one-time step: '
-                      '`pip install torch` (the CPU build is enough), in any environment with '
-                      'this package.') from e
+                      "`pip install torch` or `pip install -e '.[torch]'` (the CPU build is "
+                      'enough), in any environment with this package.') from e
   state_dict = torch.load(src, map_location='cpu', weights_only=True)
   return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
 

@@ -89,7 +89,8 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
   """Unbiased MMD^2 estimate between samples x (m, d) and y (m, d) with the cubic kernel.
 
-      MMD^2_u = sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / m^2
+      MMD^2_u = sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1))
+                - 2 sum_{i, j} k(x_i, y_j) / m^2
 
   (Bińkowski et al. 2018, eq. 3; torch-fidelity's 'unbiased' estimator, which keeps the
   diagonal of the cross term.)
