@@ -116,7 +116,8 @@ def dataset_features(config, feature_fn, split: str = DEFAULT_SPLIT,
 def get_reference_stats(config, split: str = DEFAULT_SPLIT, feature_fn=None) -> ReferenceStats:
   """The cached statistics at ``default_stats_path``, computed and cached first if absent.
 
-  feature_fn: default the network with ``eval.inception_weights``.
+  feature_fn: default the network with ``eval.inception_weights``. A cached file is trusted as
+  it is (its name holds the dataset, split and size); delete it to recompute.
   """
   path = default_stats_path(config, split)
   if os.path.isfile(path):
