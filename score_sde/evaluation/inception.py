@@ -309,6 +309,7 @@ def get_feature_fn(variables, outputs: Sequence[str] = ('pool_3', 'logits_unbias
     return {k: out[k] for k in wanted}
 
   def features(images):
+    images = images if hasattr(images, 'dtype') else np.asarray(images)
     check_images(images)
     return jax.tree.map(np.asarray, run(variables, images))
   features.jitted = run    # for tests: one compilation per input shape and dtype
