@@ -3,18 +3,20 @@
 Restores the EMA parameters of the latest (or ``--step``) checkpoint, runs the sampler of
 ``config.sampling`` (override with e.g. ``--config.sampling.method=ode``) on all local devices,
 and writes ``samples_<step>.npz`` and a PNG (an image grid; for 2-D data a scatter plot over the
-data and a picture of the learned score field with probability-flow ODE paths).
+data and a picture of the learned score field with probability-flow ODE paths). The sampler
+settings are checked, and the config compared with the one stored in the checkpoint, before
+anything is restored; errors are one line on stderr (``--traceback`` for the stack).
 """
 import os
 import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from score_sde import checkpointing, checkpoints, datasets, generation, models, parallel, plotting
-from score_sde import sde_lib
+from score_sde import checkpointing, checkpoints, cli, config_checks, datasets, errors, generation
+from score_sde import models, parallel, plotting, sde_lib
 from score_sde import training
 from score_sde.models import utils as mutils
 
@@ -26,7 +28,8 @@ flags.DEFINE_integer('step', None, 'Checkpoint step to restore (default: the lat
 flags.DEFINE_string('paper_checkpoint', None,
                     "A checkpoint file (or checkpoints/ folder) of the paper's code "
                     '(yang-song/score_sde); its EMA parameters are sampled instead of --workdir\'s.')
-flags.DEFINE_integer('num_samples', None, 'Number of samples (default: config.sampling.batch_size).')
+flags.DEFINE_integer('num_samples', None, 'Number of samples (default: config.sampling.batch_size).',
+                     lower_bound=1)
 flags.DEFINE_string('outdir', None, 'Where to write samples (default: <workdir>/samples).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -34,11 +37,15 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def restore_ema_params(config, workdir, step=None):
   """(step, EMA parameters) of a checkpoint trained with ``config``."""
+  if not os.path.isdir(workdir):
+    raise errors.MissingFileError(f'--workdir {workdir} does not exist.')
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
+  ckpt.check_config(config, step)   # another run's config: stop before building anything
   model = models.get_model(config)
   optimizer = training.get_optimizer(config.optim)
   template = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   state, _ = ckpt.restore(template, step)
+  ckpt.close()
   return int(state.step), state.ema_params
 
 
@@ -59,9 +66,8 @@ def plot_2d(config, sde, model, params, samples, outdir, step, rng):
 
 def main(argv):
   del argv
-  if not FLAGS['verbosity'].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
   config = FLAGS.config
+  config_checks.check(config, 'sample')
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
   if FLAGS.paper_checkpoint:
@@ -70,7 +76,7 @@ def main(argv):
   else:
     step, params = restore_ema_params(config, FLAGS.workdir, FLAGS.step)
   devices = jax.local_devices()
-  num = FLAGS.num_samples or config.sampling.batch_size
+  num = config.sampling.batch_size if FLAGS.num_samples is None else FLAGS.num_samples
   per_device = parallel.per_device_batch_size(config.sampling.batch_size, len(devices))
   sample_fn = generation.get_sample_fn(config, sde, model, per_device, devices)
   p_params = parallel.replicate(params, devices)
@@ -94,4 +100,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

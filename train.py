@@ -1,12 +1,13 @@
 """Train a score model: python train.py --config=configs/vp/toy_spiral.py --workdir=runs/spiral
 
 Any config field can be overridden, e.g. --config.training.n_iters=2000. ``--mode=eval``
-evaluates the checkpoints in the workdir (loss, bits/dim) instead of training.
+evaluates the checkpoints in the workdir (loss, bits/dim) instead of training. Errors in the
+config or the command line are one line on stderr (``--traceback`` for the stack).
 """
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from score_sde import training
+from score_sde import cli, config_checks, training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
@@ -17,14 +18,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
-  if not FLAGS['verbosity'].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
   if FLAGS.mode == 'train':
     training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   else:
     from score_sde import evaluation
+    config_checks.check(FLAGS.config, 'eval')
     evaluation.evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,9 +1,16 @@
-"""Orbax checkpoints of the train state and the data position: atomic, resumable, pruned.
+"""Orbax checkpoints of the train state, the data position and the run's config.
 
-Layout: ``<workdir>/checkpoints/<step>/{state, data}``. ``state`` is the (unreplicated) train
-state pytree, ``data`` the data iterator's JSON state. Orbax writes each checkpoint to a
-temporary directory and renames it when complete, so an interrupted save never becomes the
-latest: ``latest_step`` only sees finished checkpoints.
+Layout: ``<workdir>/checkpoints/<step>/{state, data, config}``. ``state`` is the (unreplicated)
+train state pytree, ``data`` the data iterators' JSON state, ``config`` the config the run was
+trained with (JSON; checkpoints written before it existed have none and still restore). Orbax
+writes each checkpoint to a temporary directory and renames it when complete, so an interrupted
+save never becomes the latest: ``latest_step`` only sees finished checkpoints.
+
+The stored config is the run's identity: ``restore(..., config=config)`` compares it with the
+config in hand before reading any array and raises ``errors.ConfigError`` naming the differing
+keys (``config_checks.config_differences``). A checkpoint that cannot be read raises
+``CheckpointError`` with one line naming the step, the file, the cause and the earlier complete
+step to fall back to.
 
 Retention (one manager, one directory): the most recent checkpoint is always kept (the frequent
 preemption snapshot) and every step that is a multiple of ``keep_period`` (the periodic
@@ -11,33 +18,62 @@ snapshots, ``training.snapshot_freq``) is kept forever.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from score_sde import config_checks, errors
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint is missing, incomplete or does not match the model being restored."""
+class CheckpointError(errors.ScoreSDEError, RuntimeError):
+  """A checkpoint is missing, incomplete, unreadable or does not match the model being restored."""
 
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax logs warnings for normal read-only use and for reads whose failure we report
+  ourselves; the user sees our one message instead."""
+  level = logging.get_verbosity()
+  if level < logging.DEBUG:
+    logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
+
+
+def _item_handlers():
+  return {'state': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler(),
+          'config': ocp.JsonCheckpointHandler()}
+
+
 class Checkpointer:
-  """Saves and restores ``(state, data_state)`` pairs under ``directory``."""
+  """Saves and restores ``(state, data_state)`` pairs, with the run's config, under
+  ``directory``. ``read_only`` never creates, writes or deletes anything."""
 
   def __init__(self, directory: str, keep_period: int | None = None, async_save: bool = True,
                read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    self._read_only = read_only
+    # A read-only manager is an ordinary one that is never asked to save: orbax's own read_only
+    # mode only adds warnings.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, keep_period=keep_period, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=('state', 'data'))
+        max_to_keep=None if read_only else 1, keep_period=None if read_only else keep_period,
+        create=not read_only, enable_async_checkpointing=async_save)
+    with _quiet_orbax():
+      self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                            item_handlers=_item_handlers())
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -45,55 +81,105 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_state: dict | None = None) -> None:
-    """Starts saving (asynchronously); ``wait`` blocks until it is on disk."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data=ocp.args.JsonSave(data_state or {}))
-    self._manager.save(step, args=args, force=True)
+  def save(self, step: int, state: Any, data_state: dict | None = None,
+           config: Any = None) -> None:
+    """Starts saving (asynchronously); ``wait`` blocks until it is on disk. ``config`` (a
+    ConfigDict) is stored with the checkpoint as the run's identity."""
+    if self._read_only:
+      raise RuntimeError(f'Checkpointer for {self.directory} is read-only.')
+    items = dict(state=ocp.args.StandardSave(state),
+                 data=ocp.args.JsonSave(data_state or {}))
+    if config is not None:
+      items['config'] = ocp.args.JsonSave(config_checks.config_to_dict(config))
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict]:
+  def stored_config(self, step: int) -> dict | None:
+    """The config stored with checkpoint ``step`` as a nested dict (None for older ones)."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), 'config')):
+      return None
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          config=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001  reported as one line naming the file
+      raise CheckpointError(self._unreadable(step, e)) from e
+    return dict(restored['config'])
+
+  def check_config(self, config, step: int | None = None) -> None:
+    """Raises ``errors.ConfigError`` if ``config`` is not the run of checkpoint ``step``
+    (default: the latest): the differing keys, with their values on both sides."""
+    step = self.latest_step() if step is None else step
+    stored = None if step is None else self.stored_config(step)
+    if stored is None:
+      return
+    diffs = config_checks.config_differences(stored, config_checks.config_to_dict(config))
+    if diffs:
+      raise errors.ConfigError(
+          f'This config is not the one checkpoint {os.path.join(self.directory, str(step))} was '
+          f'trained with: {config_checks.format_differences(diffs)}. Use the config it was '
+          f'trained with (its values are in <workdir>/config.json), or another --workdir.')
+
+  def restore(self, template: Any, step: int | None = None,
+              config: Any = None) -> tuple[Any, dict]:
     """Restores the checkpoint at ``step`` (default: the latest) into ``template``'s structure.
 
-    Raises ``CheckpointError`` naming the directory and the steps present if there is none, or
-    naming the broken checkpoint if it cannot be read or does not fit ``template``.
+    With ``config``, first checks it is the config the checkpoint was trained with
+    (``check_config``). Raises ``CheckpointError`` naming the directory and the steps present if
+    there is none, or naming the step, file and cause if it cannot be read or does not fit
+    ``template``; nothing is read after the first problem.
     """
     steps = self.all_steps()
     if step is None:
       step = self.latest_step()
       if step is None:
-        raise CheckpointError(f'No complete checkpoint in {self.directory}.')
+        where = ('does not exist' if not os.path.isdir(os.path.dirname(self.directory)) else
+                 'has no complete checkpoint' if os.path.isdir(self.directory) else
+                 'has no checkpoints/ folder')
+        raise CheckpointError(f'No complete checkpoint in {self.directory}: the workdir {where}.')
     elif step not in steps:
       raise CheckpointError(f'No checkpoint for step {step} in {self.directory}; '
                             f'available steps: {steps}.')
+    if config is not None:
+      self.check_config(config, step)
     self._check_params_fit(step, template)
     args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
                               data=ocp.args.JsonRestore())
     try:
-      restored = self._manager.restore(step, args=args)
-    except Exception as e:  # orbax raises many types for unreadable or mismatched trees
-      raise CheckpointError(
-          f'Checkpoint {os.path.join(self.directory, str(step))} could not be restored '
-          f'({type(e).__name__}: {str(e)[:500]}). If it is corrupt, move it away to resume from '
-          f'an earlier one (available steps: {steps}); if the config changed, use the config it '
-          f'was trained with.') from e
+      with _quiet_orbax():
+        restored = self._manager.restore(step, args=args)
+    except Exception as e:  # noqa: BLE001  orbax raises many types for unreadable trees
+      raise CheckpointError(self._unreadable(step, e)) from e
     return restored['state'], dict(restored['data'] or {})
 
+  def _unreadable(self, step: int, e: Exception) -> str:
+    """One line: the step, the file, the cause, and the earlier complete step."""
+    path = os.path.join(self.directory, str(step))
+    file, cause = _file_and_cause(e)
+    earlier = [s for s in self.all_steps() if s < step]
+    fallback = (f'move {path} away to resume from step {earlier[-1]}, the earlier complete '
+                f'checkpoint' if earlier else 'there is no earlier checkpoint to fall back to')
+    return (f'Checkpoint step {step} is unreadable: {os.path.relpath(file, path) if file else path}'
+            f' in {path}: {cause}; {fallback}.')
+
   def _check_params_fit(self, step: int, template: Any) -> None:
-    """Compares the saved parameter shapes with ``template.params`` before reading any array,
-    so a checkpoint of another model fails at once with the first differing path."""
+    """Reads the saved tree's metadata before any array, so a missing or corrupt metadata file,
+    or a checkpoint of another model, fails at once with the first differing path."""
+    path = os.path.join(self.directory, str(step))
+    if not os.path.exists(os.path.join(path, 'state', '_METADATA')):
+      raise CheckpointError(self._unreadable(step, FileNotFoundError(
+          f'local file "{os.path.join(path, "state", "_METADATA")}": the file is missing')))
     try:
-      with ocp.StandardCheckpointer() as reader:
-        saved = reader.metadata(os.path.join(self.directory, str(step), 'state')).item_metadata
+      with _quiet_orbax():
+        saved = self._manager.metadata(step).item_metadata['state']
       saved = _shapes(saved['params'])
-    except Exception:  # unreadable metadata: the restore below reports the checkpoint itself
-      return
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(self._unreadable(step, e)) from e
     wanted = _shapes(template.params)
-    for path in sorted(set(saved) | set(wanted)):
-      if saved.get(path) != wanted.get(path):
+    for key in sorted(set(saved) | set(wanted)):
+      if saved.get(key) != wanted.get(key):
         raise CheckpointError(
-            f'Checkpoint {os.path.join(self.directory, str(step))} does not fit this model: '
-            f'params/{path} is {saved.get(path, "absent")} there but {wanted.get(path, "absent")} '
-            f'here. Use the config it was trained with.')
+            f'Checkpoint {path} does not fit this model: params/{key} is '
+            f'{saved.get(key, "absent")} there but {wanted.get(key, "absent")} here. Use the '
+            f'config it was trained with.')
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -103,8 +189,62 @@ class Checkpointer:
     self._manager.close()
 
 
+def _file_and_cause(e: Exception) -> tuple[str | None, str]:
+  """The file a (TensorStore) read error is about and its cause, without TensorStore's spec."""
+  message = str(e).split(' [tensorstore_spec=')[0].strip()
+  files = re.findall(r'local file "([^"]+)"', message)
+  file = files[-1] if files else None
+  if file is not None:
+    cause = message.rsplit(f'local file "{file}"', 1)[1].lstrip(': ')
+  else:
+    cause = f'{type(e).__name__}: {message}'
+  cause = cause.splitlines()[0] if cause else type(e).__name__
+  return file, cause[:300]
+
+
 def _shapes(tree) -> dict[str, tuple[int, ...] | None]:
   """'/'-joined key path -> shape, for a nested dict of arrays or array metadata."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(v) if not hasattr(
       v, 'shape') else v.shape) for path, v in flat}
+
+
+def check_run_config(config, workdir: str) -> None:
+  """``Checkpointer.check_config`` for the latest checkpoint of ``workdir``, if it has one."""
+  directory = checkpoint_dir(workdir)
+  if os.path.isdir(directory):
+    ckpt = Checkpointer(directory, read_only=True)
+    try:
+      ckpt.check_config(config)
+    finally:
+      ckpt.close()
+
+
+def write_config_json(config, workdir: str, has_checkpoint: bool = True) -> None:
+  """Writes ``<workdir>/config.json``, the readable record of the run's config.
+
+  An existing file that differs only in keys a run may change (``config_checks.MAY_DIFFER``) is
+  updated; one of another run is never overwritten while that run has a checkpoint
+  (``errors.ConfigError``). Without one, nothing was trained under the old file.
+  """
+  path = os.path.join(workdir, 'config.json')
+  current = config_checks.config_to_dict(config)
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, ValueError):
+      old = None
+    if old == current:
+      return
+    if old is not None and has_checkpoint:
+      diffs = config_checks.config_differences(old, current)
+      if diffs:
+        raise errors.ConfigError(
+            f'{path} records another run: {config_checks.format_differences(diffs)}. Use that '
+            f'config, or another --workdir.')
+  os.makedirs(workdir, exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(current, f, indent=2)
+  os.replace(tmp, path)

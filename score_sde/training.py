@@ -20,13 +20,13 @@ import numpy as np
 import optax
 import tqdm
 
-from score_sde import checkpointing, datasets, generation, losses, models, parallel, plotting
-from score_sde import sde_lib
+from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
+from score_sde import parallel, plotting, sde_lib
 from score_sde.models import utils as mutils
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or infinite."""
+class NonFiniteLossError(errors.ScoreSDEError, FloatingPointError):
+  """The training loss or the parameters became NaN or infinite."""
 
 
 def _adam(optim, schedule):
@@ -131,7 +131,9 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
   parallel.initialize_distributed(config.training.distributed)
   devices = list(devices or jax.local_devices())
   n_dev = len(devices)
-  # Everything that can fail on bad input is built before any work is done.
+  # Everything that can fail on bad input is checked before any work is done.
+  config_checks.check(config, 'train', n_dev)
+  checkpointing.check_run_config(config, workdir)   # another run's workdir: stop, touch nothing
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
   optimizer = get_optimizer(config.optim)
@@ -146,36 +148,47 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
     per_device = parallel.per_device_batch_size(config.sampling.batch_size, n_dev)
     sample_fn = generation.get_sample_fn(config, sde, model, per_device, devices)
 
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
   rng = jax.random.PRNGKey(config.seed)
   init_rng, train_rng, eval_rng, sample_rng = jax.random.split(rng, 4)
   state = init_train_state(config, model, optimizer, init_rng)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
                                     keep_period=tc.snapshot_freq)
-  if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(state)
+  has_checkpoint = ckpt.latest_step() is not None
+  if has_checkpoint:
+    state, data_state = ckpt.restore(state, config=config)
     if 'train' in data_state:
       train_iter.set_state(data_state['train'])
+    if 'eval' in data_state:
+      eval_iter.set_state(data_state['eval'])
     _report(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
   start_step = int(state.step)
+  if jax.process_index() == 0:   # the run has started: record its config
+    checkpointing.write_config_json(config, workdir, has_checkpoint)
   p_state = parallel.replicate(state, devices)
   writer = _Writer(os.path.join(workdir, 'tensorboard'))
   stop = _Stop()
   previous_handlers = _install_signal_handlers(stop)
   finite = jnp.array(True)
+  last_saved = start_step if has_checkpoint else None
 
   def non_finite(what):
+    kept = (f'the last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept'
+            if ckpt.latest_step() is not None else 'no checkpoint was written')
     return NonFiniteLossError(
-        f'{what}; training stopped. The last good checkpoint in {ckpt.directory} (step '
-        f'{ckpt.latest_step()}) is kept. Lower optim.lr or raise optim.warmup / optim.grad_clip.')
+        f'{what}; training stopped and {kept}. Lower optim.lr, raise optim.warmup or lower '
+        f'optim.grad_clip.')
 
   def save(step):
+    nonlocal last_saved
     if not bool(finite):
       raise non_finite(f'Loss became NaN/inf before step {step}')
-    ckpt.save(step, parallel.unreplicate(p_state), {'train': train_iter.get_state()})
+    state = parallel.unreplicate(p_state)
+    if not bool(jax.tree.reduce(jnp.logical_and, jax.tree.map(
+        lambda x: jnp.all(jnp.isfinite(x)), (state.params, state.ema_params)))):
+      raise non_finite(f'Parameters became NaN/inf before step {step}')
+    ckpt.save(step, state, {'train': train_iter.get_state(), 'eval': eval_iter.get_state()},
+              config=config)
+    last_saved = step
 
   bar = tqdm.tqdm(total=tc.n_iters, initial=start_step, disable=not sys.stderr.isatty(),
                   dynamic_ncols=True, desc='train')
@@ -205,8 +218,10 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
       if sample_fn is not None and (step % tc.snapshot_freq == 0 or step == tc.n_iters):
         _snapshot_samples(config, sample_fn, p_state, sample_rng, step, workdir)
       if stop.signal is not None:
-        save(step)
-        _report(f'Signal {stop.signal} received: saved step {step}; stopping.', bar)
+        if last_saved != step:   # the signal may have landed during this step's own save
+          save(step)
+        _report(f'{signal.Signals(stop.signal).name} received: saved step {step}; stopping.',
+                bar)
         break
   finally:
     bar.close()

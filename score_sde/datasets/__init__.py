@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from score_sde import parallel
+from score_sde import errors, parallel
 from score_sde.datasets import folder, pipeline, tfds_images, toy
 
 
@@ -101,6 +101,16 @@ def valid_dataset_names() -> list[str]:
   return sorted(toy.TOY_DISTRIBUTIONS) + sorted(DATASETS)
 
 
+def unknown_dataset_message(name: str) -> str:
+  """The valid names, short: LSUN's categories listed only for an unknown 'lsun/...' name."""
+  if str(name).startswith('lsun/'):
+    return (f'Unknown LSUN category in data.dataset {name!r}; valid: '
+            f'{", ".join(tfds_images.LSUN_CATEGORIES)}.')
+  images = [n for n in sorted(DATASETS) if not n.startswith('lsun/')]
+  return (f'Unknown dataset {name!r}; valid: {sorted(toy.TOY_DISTRIBUTIONS)} (2-D), '
+          f'{images} (images; folder reads data.path) or lsun/<category>.')
+
+
 def get_dataset(config, split: str = 'train', num_local_devices: int | None = None,
                 batch_size: int | None = None, *, evaluation: bool = False, num_repeats: int = 1,
                 uniform_dequantization: bool | None = None):
@@ -130,7 +140,7 @@ def get_dataset(config, split: str = 'train', num_local_devices: int | None = No
   if name in toy.TOY_DISTRIBUTIONS:
     return ToyIterator(name, batch_size, seed, num_local_devices)
   if name not in DATASETS:
-    raise ValueError(f'Unknown dataset {name!r}; valid: {valid_dataset_names()}.')
+    raise errors.ConfigError(unknown_dataset_message(name))
   source, preprocess, _ = DATASETS[name](config, split)
   data = config.data
   dequantize = (data.uniform_dequantization if uniform_dequantization is None

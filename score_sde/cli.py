@@ -1,0 +1,112 @@
+"""What every entry point does with errors: ``cli.run(main)`` in place of ``absl.app.run(main)``.
+
+    from score_sde import cli
+
+    def main(argv):
+      ...
+
+    if __name__ == '__main__':
+      cli.run(main)
+
+``train.py``, ``sample.py`` and ``python -m score_sde.experiments`` use it. It
+
+- prints a ``ScoreSDEError`` (``score_sde.errors``: a bad config value, a missing file, an
+  unreadable or mismatched checkpoint, a non-finite loss) as one short ``Error: ...`` message on
+  stderr and exits with status 2;
+- does the same for a problem with the command line or the config file (a missing or broken
+  config file, a misspelt ``--config.`` key, a value of the wrong type, an unknown flag);
+- exits with status 2 without a traceback; ``--traceback`` shows the full stack instead;
+- lets every other exception, a bug, propagate with its traceback (status 1);
+- logs absl / orbax at WARNING unless ``--verbosity`` is given (orbax logs every save at INFO).
+
+After a reported error nothing else is printed: orbax's abandoned background reads of a corrupt
+checkpoint and asyncio's complaints about them at exit are silenced.
+"""
+from __future__ import annotations
+
+import logging as std_logging
+import re
+import sys
+import warnings
+from typing import Callable, NoReturn, Sequence
+
+from absl import app, flags, logging
+
+from score_sde import errors
+
+EXIT_USER_ERROR = 2
+
+flags.DEFINE_bool('traceback', False, 'On an error, show the full Python traceback instead of '
+                  'the one-line message.')
+FLAGS = flags.FLAGS
+
+
+def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> NoReturn:
+  """``absl.app.run(main)`` with the error handling of the module docstring. ``argv`` (default
+  ``sys.argv``) is the whole command line, program name first."""
+  if argv is not None:  # ml_collections reads --config.* overrides from sys.argv itself
+    sys.argv = list(argv)
+  app.run(_guarded(main), argv=argv, flags_parser=parse_flags)
+
+
+def _guarded(main):
+  def guarded_main(argv):
+    if not FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
+    try:
+      return main(argv)
+    except errors.ScoreSDEError as e:
+      if FLAGS.traceback:
+        raise
+      fail(str(e))
+  return guarded_main
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+  """Prints ``Error: message`` on stderr and exits; nothing is printed after it."""
+  sys.stdout.flush()
+  print(f'Error: {message}', file=sys.stderr, flush=True)
+  _silence_background_noise()
+  sys.exit(code)
+
+
+def _silence_background_noise() -> None:
+  # Orbax reads arrays in asyncio tasks; when one read fails the others are abandoned and report
+  # themselves ("Task exception was never retrieved", "Event loop is closed") at exit.
+  std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited')
+  sys.unraisablehook = lambda unraisable: None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with command-line and config-file problems as one short message."""
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # noqa: BLE001  everything here is about the command line
+    if '--traceback' in argv:
+      raise
+    fail(flag_error_message(e, argv))
+
+
+def flag_error_message(e: Exception, argv: Sequence[str]) -> str:
+  """One line for an exception raised while parsing flags and loading the config file."""
+  text = str(e)
+  if isinstance(e, (KeyError, AttributeError)):  # repr-quoted: "'\\'n_iter\\'\\nDid you mean..."
+    text = text.strip('\'"').replace("\\'", "'").replace('\\n', '\n')
+  suggestion = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+  if isinstance(e, (KeyError, AttributeError)):
+    bad = suggestion.group(2) if suggestion else text.splitlines()[0].strip('\'"')
+    arg = next((a for a in argv if a.startswith('--config.') and
+                bad in a.split('=')[0].split('.')), None)
+    where = f' in {arg}' if arg else ''
+    hint = f'; did you mean {suggestion.group(1)!r}?' if suggestion else '.'
+    return f'Unknown config key {bad!r}{where}{hint}'
+  if isinstance(e, flags.Error):
+    lines = [line for line in text.splitlines() if line.strip()]
+    head = lines[0]
+    if len(lines) > 1:  # a config file that raised: its flag, then the exception's last line
+      head = f'{head} {lines[-1].strip()}'
+    return f'{head} (--helpshort lists the flags).'
+  if isinstance(e, OSError):  # ml_collections: the config file could not be loaded
+    return f'Cannot load the config file: {text.splitlines()[-1].strip()}'
+  return f'The config file failed to load: {type(e).__name__}: {text.splitlines()[-1].strip()}'

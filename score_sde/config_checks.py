@@ -1,0 +1,191 @@
+"""Config validation before anything is compiled, restored or written, and a run's identity.
+
+``check(config, mode)`` looks at the whole config at once and raises ``errors.ConfigError`` with
+one short message for the first problem: the key, its value and, where there is a set, the valid
+choices. It checks
+
+- sizes and frequencies are positive (batch sizes, ``n_iters``, log / eval / snapshot
+  frequencies, ...), rates and tolerances in range;
+- every name is known: SDE, model, ``model.precond`` (for that model), dataset, optimizer,
+  sampling method, predictor, corrector, time schedule, Hutchinson type;
+- batch sizes divide over the devices;
+- the SDE, model, optimizer and sampler build from the config: their factories' own checks run
+  here, before a checkpoint is restored.
+
+``mode`` is what the config is about to do: ``'train'`` (the training loop, with its eval loss
+and snapshot sampling), ``'sample'`` (``sample.py``) or ``'eval'`` (likelihood evaluation).
+
+A run's identity is its config minus the keys a run may change between invocations
+(``MAY_DIFFER``: run length, log / eval / snapshot frequencies, ``sampling.*``, ``eval.*``,
+data-loading knobs). ``config_differences`` compares two configs by that rule; checkpoints store
+the config (``checkpointing``) and refuse to resume or sample with a different identity.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from score_sde import errors
+
+MODES = ('train', 'sample', 'eval')
+
+# Keys a resumed run or sample.py may change; entries ending in '.' are whole sections.
+MAY_DIFFER = (
+    'training.n_iters', 'training.log_freq', 'training.eval_freq', 'training.snapshot_freq',
+    'training.snapshot_freq_for_preemption', 'training.snapshot_sampling',
+    'training.distributed', 'sampling.', 'eval.', 'data.num_workers', 'data.prefetch',
+    'data.data_dir', 'data.path')
+
+POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'training.eval_freq',
+            'training.snapshot_freq', 'training.snapshot_freq_for_preemption',
+            'sampling.batch_size', 'sampling.n_steps_each', 'sampling.rtol', 'sampling.atol',
+            'sampling.eps', 'eval.batch_size', 'eval.likelihood_eps', 'eval.likelihood_rtol',
+            'eval.likelihood_atol', 'eval.num_repeats', 'model.nf', 'model.num_scales', 'optim.lr')
+NON_NEGATIVE = ('optim.warmup', 'optim.grad_clip', 'optim.weight_decay')
+UNIT_INTERVAL = ('model.ema_rate', 'model.dropout')
+
+# Models whose noise conditioning the EDM wrapper (models/precond.py) cannot drive: the MLP's
+# labels and NCSNv2's sigma division are the paper's parameterisation only.
+PAPER_PRECOND_ONLY = ('mlp', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256')
+
+
+def _get(config, key: str, default=None):
+  node = config
+  for part in key.split('.'):
+    if part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _choices() -> dict[str, list]:
+  """Every config key that names something, with its valid names."""
+  from score_sde import likelihood, models, sampling, sde_lib, training
+  from score_sde.models import precond
+  from score_sde.sampling import correctors, predictors, schedules
+  return {
+      'training.sde': sorted(sde_lib.SDES),
+      'model.name': sorted(models.MODELS),
+      'model.precond': list(precond.PRECONDS),
+      'model.embedding_type': ['fourier', 'positional'],
+      'model.beta_schedule': ['linear', 'cosine'],
+      'optim.optimizer': sorted(training.OPTIMIZERS),
+      'sampling.method': sorted(sampling.METHODS),
+      'sampling.predictor': sorted(predictors.PREDICTORS),
+      'sampling.corrector': sorted(correctors.CORRECTORS),
+      'sampling.time_schedule': [None] + sorted(schedules.TIME_SCHEDULES),
+      'eval.likelihood_hutchinson_type': sorted(likelihood.HUTCHINSON_TYPES),
+      'eval.bpd_dataset': ['train', 'test'],
+  }
+
+
+def _check_values(config) -> None:
+  for key in POSITIVE:
+    value = _get(config, key)
+    if value is not None and not value > 0:
+      raise errors.ConfigError(f'{key} = {value!r} must be positive.')
+  for key in NON_NEGATIVE:
+    value = _get(config, key)
+    if value is not None and value < 0:
+      raise errors.ConfigError(f'{key} = {value!r} must be >= 0.')
+  for key in UNIT_INTERVAL:
+    value = _get(config, key)
+    if value is not None and not 0 <= value <= 1:
+      raise errors.ConfigError(f'{key} = {value!r} must be in [0, 1].')
+
+
+def _check_names(config) -> None:
+  from score_sde import datasets
+  for key, valid in _choices().items():
+    value = _get(config, key, default=valid[0])
+    if value not in valid:
+      raise errors.ConfigError(f'Unknown {key} {value!r}; valid: {valid}.')
+  name = config.data.dataset
+  if name not in datasets.valid_dataset_names():
+    raise errors.ConfigError(datasets.unknown_dataset_message(name))
+  if config.model.name in PAPER_PRECOND_ONLY and _get(config, 'model.precond') != 'paper':
+    raise errors.ConfigError(
+        f'model.precond {config.model.precond!r} is not available for model '
+        f'{config.model.name!r}, which supports only \'paper\' (EDM preconditioning: '
+        f'{sorted(set(_choices()["model.name"]) - set(PAPER_PRECOND_ONLY))}).')
+
+
+def _built(what: str, build: Callable[[], Any]) -> Any:
+  """Runs a factory: its ValueError about config values becomes a ConfigError."""
+  try:
+    return build()
+  except errors.ScoreSDEError:
+    raise
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from e
+  except AttributeError as e:  # a key the factory needs is missing from the config
+    raise errors.ConfigError(f'Building the {what}: {e}') from e
+
+
+def _check_batch(config, key: str, num_local_devices: int) -> int:
+  from score_sde import parallel
+  return _built('batch', lambda: parallel.per_device_batch_size(_get(config, key),
+                                                                num_local_devices))
+
+
+def check(config, mode: str = 'train', num_local_devices: int | None = None) -> None:
+  """Raises ``errors.ConfigError`` for the first problem in ``config`` (module docstring)."""
+  import jax
+
+  from score_sde import generation, models, sampling, sde_lib, training
+  if mode not in MODES:
+    raise ValueError(f'Unknown mode {mode!r}; valid: {list(MODES)}.')
+  n = num_local_devices or jax.local_device_count()
+  _check_values(config)
+  _check_names(config)
+  sde = _built('SDE', lambda: sde_lib.get_sde(config))
+  _built('model', lambda: models.get_model(config))
+  _built('optimizer', lambda: training.get_optimizer(config.optim))
+  if mode == 'train':
+    _check_batch(config, 'training.batch_size', n)
+    _check_batch(config, 'eval.batch_size', n)
+  if mode == 'eval':
+    if not config.eval.enable_bpd:
+      raise errors.ConfigError('--mode=eval computes likelihoods: set '
+                               '--config.eval.enable_bpd=True.')
+    _check_batch(config, 'eval.batch_size', n)
+  per_device = 1   # the sampler is checked even when unused: sample.py will use it
+  if mode == 'sample' or (mode == 'train' and config.training.snapshot_sampling):
+    per_device = _check_batch(config, 'sampling.batch_size', n)
+  shape = (per_device,) + generation.sample_shape(config)
+  _built('sampler', lambda: sampling.get_sampler(config, sde, shape))
+
+
+def config_to_dict(config) -> dict:
+  """A ConfigDict (or dict) as plain JSON data: lists for tuples, None for placeholders."""
+  if isinstance(config, dict):
+    return json.loads(json.dumps(config))
+  return json.loads(config.to_json_best_effort())
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      flat.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      flat[f'{prefix}{k}'] = v
+  return flat
+
+
+def _may_differ(key: str, may_differ: tuple[str, ...]) -> bool:
+  return any(key == m or (m.endswith('.') and key.startswith(m)) for m in may_differ)
+
+
+def config_differences(stored: dict, current: dict, may_differ: tuple[str, ...] = MAY_DIFFER
+                       ) -> list[tuple[str, Any, Any]]:
+  """(key, stored value, current value) for every identity key that differs. Keys on one side
+  only (a newer or older schema) are not compared."""
+  a, b = _flatten(stored), _flatten(current)
+  return [(k, a[k], b[k]) for k in sorted(set(a) & set(b))
+          if a[k] != b[k] and not _may_differ(k, may_differ)]
+
+
+def format_differences(diffs: list[tuple[str, Any, Any]], limit: int = 4) -> str:
+  shown = '; '.join(f'{k} = {old!r} there, {new!r} here' for k, old, new in diffs[:limit])
+  return shown + (f' (and {len(diffs) - limit} more)' if len(diffs) > limit else '')
