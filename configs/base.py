@@ -26,6 +26,7 @@ def get_base_config():
   training.snapshot_freq_for_preemption = 10000   # only the latest is kept
   training.snapshot_sampling = True      # draw samples at each snapshot_freq
   training.distributed = False           # multi-host: call jax.distributed.initialize()
+  training.n_jitted_steps = 1            # steps per device call (lax.scan); divides the *_freq values
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.method = 'pc'                 # 'pc' | 'ode' | 'dpm_solver' | 'heun' | 'ddim'

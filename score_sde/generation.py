@@ -1,7 +1,6 @@
 """Drawing samples from a trained model on all devices: the one place samplers meet models."""
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import jax
@@ -34,15 +33,20 @@ def get_sample_fn(config, sde, model, per_device_batch: int, devices: Sequence |
 
 
 def draw_samples(sample_fn, replicated_params: Any, rng, num_samples: int,
-                 per_call: int) -> tuple[np.ndarray, int]:
-  """Calls ``sample_fn`` (``per_call`` samples a call) until ``num_samples`` are drawn.
+                 per_call: int | None = None) -> tuple[np.ndarray, int]:
+  """Calls ``sample_fn`` until ``num_samples`` are drawn, over all hosts together.
 
-  Returns the samples (num_samples, ...) on the host and the NFE of one call.
+  Every call draws a different batch on every device of every host (keys folded with the call
+  index and the global device index); on several hosts each call's samples are gathered in
+  process order, so every host returns the same (num_samples, ...) array. Returns it and the NFE
+  of one call. ``per_call`` is unused (the count is read off each call's output).
   """
-  out, nfe = [], 0
-  for r in range(math.ceil(num_samples / per_call)):
+  del per_call
+  out, nfe, total, r = [], 0, 0, 0
+  while total < num_samples:
     samples, nfe = sample_fn(replicated_params, jax.random.fold_in(rng, r))
-    out.append(parallel.unshard(parallel.to_host(samples)))
+    out.append(parallel.gather_hosts(parallel.unshard(parallel.to_host(samples))))
+    total, r = total + len(out[-1]), r + 1
   return np.concatenate(out)[:num_samples], int(np.asarray(nfe).reshape(-1)[0])
 
 

@@ -1,25 +1,190 @@
-"""The only module that knows about devices: replication, sharding and the pmapped step.
+"""The only module that knows about devices and hosts: meshes, sharding, the data-parallel step.
 
-Everything else works with plain per-example arrays; a global batch (B, ...) is laid out as
-(num_devices, B / num_devices, ...) here and nowhere else.
+Data parallelism with ``pmap``'s semantics — one replica of the state per device, each device
+running the step on its slice of the global batch, gradients averaged with ``lax.pmean`` — but
+implemented as ``jax.jit`` of ``jax.shard_map`` over a one-axis ``Mesh`` of every device of every
+host. The state lives in global arrays replicated over the mesh (orbax saves and restores them
+across hosts directly) and a global batch (B, ...) is sharded along B. ``pmap`` helpers remain for
+the samplers' per-device keys and for callers holding pmap-layout trees
+(``(num_devices, ...)``: ``shard`` / ``replicate``).
+
+Multi-host: ``initialize_distributed`` connects the processes (launcher, SLURM or TPU
+environment), each host feeds its own slice of the global batch (``put_batch``) and every
+decision that changes control flow (stopping on a signal) is agreed by all hosts
+(``any_process``), since a host that leaves the step loop alone would deadlock the others in the
+next collective.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+import hashlib
+import os
+import queue
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from score_sde.errors import ConfigError, ScoreSDEError
 
 AXIS = 'batch'
 
+# Environment of ``python -m score_sde.launch`` (one process per host or per device group).
+ENV_COORDINATOR = 'SCORE_SDE_COORDINATOR'        # host:port of process 0
+ENV_NUM_PROCESSES = 'SCORE_SDE_NUM_PROCESSES'
+ENV_PROCESS_ID = 'SCORE_SDE_PROCESS_ID'
+ENV_INIT_TIMEOUT = 'SCORE_SDE_INIT_TIMEOUT'      # seconds to wait for all processes (default 300)
 
-def initialize_distributed(enabled: bool) -> None:
-  """Multi-host: connects this process to the others (coordinator from the environment)."""
-  if enabled:
-    jax.distributed.initialize()
+
+class DistributedError(ScoreSDEError, RuntimeError):
+  """The processes of a multi-host run cannot connect or do not agree."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Hosts
+
+
+def _launcher_env() -> dict | None:
+  """Coordinator, process count and id set by ``score_sde.launch`` (or by hand); None if unset."""
+  names = (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID)
+  present = [n for n in names if n in os.environ]
+  if not present:
+    return None
+  if len(present) != len(names):
+    raise ConfigError(f'Set all of {names} or none; only {present} are set.')
+  try:
+    num, pid = int(os.environ[ENV_NUM_PROCESSES]), int(os.environ[ENV_PROCESS_ID])
+  except ValueError as e:
+    raise ConfigError(f'{ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} must be integers ({e}).') from e
+  if not 0 <= pid < num:
+    raise ConfigError(f'{ENV_PROCESS_ID}={pid} is not in [0, {ENV_NUM_PROCESSES}={num}).')
+  return dict(coordinator_address=os.environ[ENV_COORDINATOR], num_processes=num, process_id=pid)
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+  """Polls host:port until it accepts a TCP connection; raises after ``timeout`` seconds.
+
+  JAX aborts the whole process (no Python exception) when the coordinator stays unreachable, so
+  processes other than 0 check first and fail with a message instead.
+  """
+  host, _, port = address.rpartition(':')
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host or 'localhost', int(port)), timeout=2):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise DistributedError(
+            f'Cannot reach the coordinator at {address} ({e.strerror or e}) after {timeout:.0f}s. '
+            f'Check that process 0 is running and that host and port are right '
+            f'({ENV_COORDINATOR} / SLURM / TPU environment).') from None
+      time.sleep(0.2)
+
+
+def initialize_distributed(enabled: bool, timeout: float | None = None) -> None:
+  """Connects this process to the others of a multi-host run (no-op for one process).
+
+  Where the coordinator address, process count and id come from, first match wins:
+    1. ``score_sde.launch``'s variables ``SCORE_SDE_COORDINATOR`` / ``_NUM_PROCESSES`` /
+       ``_PROCESS_ID`` (they imply ``enabled``: processes of one launch must train together);
+    2. with ``enabled`` (``training.distributed``): JAX's cluster detection — SLURM
+       (``SLURM_*``, one task per host or per GPU), Cloud TPU pod slices, Open MPI, Kubernetes.
+  ``timeout`` (default ``SCORE_SDE_INIT_TIMEOUT`` or 300 s) bounds the wait for all processes.
+  """
+  explicit = _launcher_env()
+  if not (enabled or explicit) or jax.distributed.is_initialized():
+    return
+  timeout = int(timeout or float(os.environ.get(ENV_INIT_TIMEOUT, 300)))
+  # Short heartbeats: when a process dies the others abort within ~this time instead of hanging
+  # in a collective forever.
+  kwargs = dict(initialization_timeout=timeout, heartbeat_timeout_seconds=max(10, timeout // 3))
+  if explicit:
+    if explicit['process_id'] != 0:
+      _wait_for_coordinator(explicit['coordinator_address'], timeout)
+    kwargs.update(explicit)
+  jax.distributed.initialize(**kwargs)
+
+
+def is_main_process() -> bool:
+  """Process 0 writes logs, pictures, TensorBoard and metadata; all processes write checkpoints."""
+  return jax.process_index() == 0
+
+
+def check_same_on_all_processes(text: str, what: str = 'config') -> None:
+  """Raises ``ConfigError`` unless every process passed the same ``text`` (compared by hash)."""
+  if jax.process_count() == 1:
+    return
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
+  hashes = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
+  differ = [i for i in range(len(hashes)) if not np.array_equal(hashes[i], hashes[0])]
+  if differ:
+    raise ConfigError(f'Processes {differ} run a different {what} from process 0; start every '
+                      f'process with the same command and files.')
+
+
+def any_process(flag: bool) -> Any:
+  """True on every process if ``flag`` is True on any of them (a collective: call on all).
+
+  Returns a Python bool for one process; otherwise a device scalar, so that the caller can read
+  it one loop iteration later instead of waiting for the collective now.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  return _any_process(np.full((jax.local_device_count(),), flag, bool))
+
+
+def _any_process(local_flags: np.ndarray) -> jax.Array:
+  mesh = make_mesh()
+  flags = jax.make_array_from_process_local_data(NamedSharding(mesh, P(AXIS)), local_flags)
+  return _any_fn(mesh)(flags)
+
+
+@functools.cache
+def _any_fn(mesh: Mesh) -> Callable:
+  return jax.jit(jnp.any, out_shardings=NamedSharding(mesh, P()))
+
+
+class AgreedFlag:
+  """A flag that every process sees turn True at the same loop iteration.
+
+  ``update(local)`` is called once per iteration on every process; it returns True once any
+  process has passed ``local=True``. One process: ``local`` itself. Several: the all-reduce
+  dispatched at the previous call (one iteration late, so the loop does not wait for it).
+  """
+
+  def __init__(self):
+    self._pending: Any = False
+
+  def update(self, local: bool) -> bool:
+    if jax.process_count() == 1:
+      return bool(local)
+    agreed = bool(self._pending)
+    self._pending = any_process(local)
+    return agreed
+
+
+def gather_hosts(x: np.ndarray) -> np.ndarray:
+  """Concatenates every host's (n_i, ...) array in process order; n_i may differ across hosts."""
+  x = np.asarray(x)
+  if jax.process_count() == 1:
+    return x
+  counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(x)]))).reshape(-1)
+  padded = np.zeros((int(counts.max()),) + x.shape[1:], x.dtype)
+  padded[:len(x)] = x
+  gathered = np.asarray(multihost_utils.process_allgather(padded))
+  return np.concatenate([g[:int(c)] for g, c in zip(gathered, counts)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and batches
 
 
 def local_devices(num: int | None = None) -> list:
@@ -27,9 +192,27 @@ def local_devices(num: int | None = None) -> list:
   devices = jax.local_devices()
   if num is not None:
     if not 1 <= num <= len(devices):
-      raise ValueError(f'Asked for {num} devices; this host has {len(devices)}.')
+      raise ConfigError(f'Asked for {num} devices; this host has {len(devices)}.')
     devices = devices[:num]
   return devices
+
+
+def make_mesh(devices: Sequence | None = None) -> Mesh:
+  """A one-axis mesh (``AXIS``) over ``devices``: by default every device of every host.
+
+  A subset of devices is for single-process use (tests, benchmarks).
+  """
+  if devices is None:
+    devices = jax.devices()
+  elif jax.process_count() > 1 and len(devices) != jax.device_count():
+    raise ConfigError(f'A multi-host run uses all {jax.device_count()} devices; '
+                      f'got a list of {len(devices)}.')
+  return _mesh(tuple(devices))
+
+
+@functools.cache
+def _mesh(devices: tuple) -> Mesh:
+  return Mesh(np.asarray(devices), (AXIS,))
 
 
 def per_device_batch_size(global_batch_size: int, num_local_devices: int | None = None) -> int:
@@ -37,10 +220,133 @@ def per_device_batch_size(global_batch_size: int, num_local_devices: int | None 
   n_local = num_local_devices or jax.local_device_count()
   n = n_local * jax.process_count()
   if global_batch_size % n:
-    raise ValueError(f'Batch size {global_batch_size} is not divisible by the number of devices '
-                     f'({n} = {jax.process_count()} hosts x {n_local} local devices); choose a '
-                     f'multiple of {n}.')
+    raise ConfigError(f'Batch size {global_batch_size} is not divisible by the number of devices '
+                      f'({n} = {jax.process_count()} hosts x {n_local} local devices); choose a '
+                      f'multiple of {n}.')
   return global_batch_size // n
+
+
+def replicate_global(tree: Any, mesh: Mesh) -> Any:
+  """Host values (the same on every process) -> global arrays replicated over ``mesh``."""
+  sharding = NamedSharding(mesh, P())
+  return jax.tree.map(
+      lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda _: np.asarray(a)),
+      jax.device_get(tree))
+
+
+def replicated_call(fn: Callable, mesh: Mesh) -> Callable:
+  """``jit(fn)`` whose outputs are global arrays replicated over ``mesh`` (e.g. initial state)."""
+  return jax.jit(fn, out_shardings=NamedSharding(mesh, P()))
+
+
+def to_local(tree: Any) -> Any:
+  """Global replicated arrays -> this host's copy (single-device arrays, on its first device)."""
+  return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
+
+
+def put_batch(batch: Any, mesh: Mesh, stacked: bool = False) -> Any:
+  """This host's batch -> global arrays sharded over ``mesh`` along the example axis.
+
+  Leaves are (num_local_devices, b, ...) (the datasets' device layout), or with ``stacked``
+  (n_steps, num_local_devices, b, ...); the global arrays are (B, ...) or (n_steps, B, ...) with
+  B = b x all devices, host h holding rows h*B/H to (h+1)*B/H - 1 (H hosts, in process order).
+  """
+  spec = P(None, AXIS) if stacked else P(AXIS)
+
+  def put(a):
+    a = np.asarray(a)
+    lead = a.shape[:1] if stacked else ()
+    local = a.reshape(lead + (-1,) + a.shape[len(lead) + 2:])
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local)
+  return jax.tree.map(put, batch)
+
+
+def stack_batches(batches: Sequence[Any]) -> Any:
+  """n_steps host batches -> one with a leading n_steps axis (for ``n_steps > 1`` steps)."""
+  return jax.tree.map(lambda *a: np.stack(a), *batches)
+
+
+def data_parallel_step(step_fn: Callable, mesh: Mesh, donate: bool = True,
+                       n_steps: int = 1) -> Callable:
+  """``step(state, batch, rng) -> (state, metrics)`` on every device of ``mesh``.
+
+  ``step_fn(state, batch, rng, axis_name=...)`` sees this device's slice of the batch; it must
+  ``pmean`` gradients and metrics over ``axis_name`` (``losses.get_step_fn`` does), so the state
+  stays one replica. ``state``/``rng`` are replicated, ``batch`` global (B, ...) sharded along B
+  (``put_batch``). With ``n_steps > 1`` the batch is (n_steps, B, ...) and ``lax.scan`` runs the
+  steps in one device call; metrics are the last step's. With ``donate`` the input state's
+  buffers are reused for the output (the caller must not touch the old state again).
+  """
+  def per_device(state, batch, rng):
+    step = functools.partial(step_fn, rng=rng, axis_name=AXIS)
+    if n_steps == 1:
+      return step(state, batch)
+    state, metrics = jax.lax.scan(lambda s, b: step(s, b), state, batch)
+    return state, jax.tree.map(lambda m: m[-1], metrics)
+  batch_spec = P(AXIS) if n_steps == 1 else P(None, AXIS)
+  # check_vma=False: pmap's semantics. With it on, differentiating a per-device loss with respect
+  # to the replicated (invariant) parameters already sums the gradients over devices, and the
+  # step's own pmean would then return the sum, not the mean.
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
+                         out_specs=(P(), P()), check_vma=False)
+  return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+
+
+class Prefetcher:
+  """Global device batches from a host iterator, prepared by a thread ``size`` items ahead.
+
+  Item i is ``put_batch`` of ``sizes[i]`` batches of ``it`` (stacked when more than one, for
+  ``data_parallel_step(..., n_steps=sizes[i])``). Host work (the pipeline, the transfer to the
+  devices) overlaps the device step. ``get_state()`` is ``it``'s position after the last item
+  *returned*, not after the prefetched ones, so a checkpoint resumes where training stopped.
+  """
+
+  def __init__(self, it: Iterator, mesh: Mesh, sizes: Sequence[int], size: int = 2):
+    self._it, self._mesh, self._sizes = it, mesh, list(sizes)
+    self._queue: queue.Queue = queue.Queue(maxsize=size)
+    self._state = it.get_state()
+    self._closed = threading.Event()
+    self._thread = threading.Thread(target=self._fill, daemon=True)
+    self._thread.start()
+
+  def _fill(self):
+    try:
+      for n in self._sizes:
+        if self._closed.is_set():
+          return
+        batches = [next(self._it) for _ in range(n)]
+        stacked = n > 1
+        batch = stack_batches(batches) if stacked else batches[0]
+        item = (put_batch(batch, self._mesh, stacked), self._it.get_state())
+        while not self._closed.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            pass
+    except BaseException as e:  # noqa: BLE001 -- re-raised in the consumer's thread
+      self._queue.put((e, None))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch, state = self._queue.get()
+    if isinstance(batch, BaseException):
+      raise batch
+    self._state = state
+    return batch
+
+  def get_state(self) -> dict:
+    return self._state
+
+  def close(self):
+    self._closed.set()
+    self._thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# pmap layout: (num_local_devices, ...) trees, for per-device sampling and older callers
 
 
 def shard(x: Any, num_devices: int) -> Any:
@@ -62,21 +368,25 @@ def unreplicate(tree: Any) -> Any:
 
 
 def pmean(x: Any, axis_name: str | None) -> Any:
-  """Mean over the device axis inside a pmapped function; identity outside one."""
+  """Mean over the device axis inside a mapped function; identity outside one."""
   return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
 def device_index(axis_name: str | None) -> jax.Array:
+  """This device's position on the axis, counted over all hosts (0 outside a mapped function)."""
   return jnp.zeros((), jnp.int32) if axis_name is None else jax.lax.axis_index(axis_name)
 
 
 def pmap_step(step_fn: Callable, devices: Sequence | None = None, donate: bool = True) -> Callable:
-  """pmaps ``step_fn(state, batch, rng, axis_name=...)`` over ``devices``.
+  """pmaps ``step_fn(state, batch, rng, axis_name=...)`` over ``devices`` (pmap layout).
 
-  With ``donate`` the state (argument 0) is donated: its buffers are reused for the new state,
-  halving memory (the caller must not touch the old state again, so not for evaluation).
-  The rng is broadcast (the step folds in the example index itself), the batch is sharded.
+  With ``donate`` the state (argument 0) is donated. The rng is broadcast (the step folds in the
+  example index itself), the batch is sharded. Training uses ``data_parallel_step``. On several
+  hosts the map spans every host's devices (each host passes its local (num_local_devices, ...)
+  share; every host must make the same calls).
   """
+  if jax.process_count() > 1:
+    devices = None
   return jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
                   in_axes=(0, 0, None), donate_argnums=(0,) if donate else (), devices=devices)
 
@@ -93,7 +403,13 @@ def to_host(x: Any) -> Any:
 
 
 def pmap_sampling(fn: Callable, devices: Sequence | None = None) -> Callable:
-  """pmaps ``fn(params, rng)`` with replicated params and a distinct key on every device."""
+  """pmaps ``fn(params, rng)`` with replicated params and a distinct key on every device.
+
+  On several hosts the keys are folded with the global device index, so hosts draw different
+  samples; ``generation.draw_samples`` gathers them.
+  """
   def per_device(params, rng):
     return fn(params, jax.random.fold_in(rng, jax.lax.axis_index(AXIS)))
+  if jax.process_count() > 1:
+    devices = None   # pmap spans every host's devices
   return jax.pmap(per_device, axis_name=AXIS, in_axes=(0, None), devices=devices)

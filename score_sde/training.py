@@ -22,6 +22,7 @@ import tqdm
 
 from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
 from score_sde import parallel, plotting, sde_lib
+from score_sde.errors import ConfigError
 from score_sde.models import utils as mutils
 
 
@@ -60,6 +61,35 @@ def get_step_fns(config, sde, model, optimizer):
                 likelihood_weighting=config.training.likelihood_weighting)
   return (losses.get_step_fn(sde, model, optimizer, train=True, **kwargs),
           losses.get_step_fn(sde, model, optimizer, train=False, **kwargs))
+
+
+def step_chunks(tc) -> int:
+  """``training.n_jitted_steps``, checked: every logging / eval / snapshot step must end a chunk."""
+  n = tc.get('n_jitted_steps', 1)
+  freqs = {k: tc[k] for k in ('log_freq', 'eval_freq', 'snapshot_freq',
+                              'snapshot_freq_for_preemption')}
+  if not isinstance(n, int) or n < 1:
+    raise ConfigError(f'training.n_jitted_steps must be a positive integer, not {n!r}.')
+  bad = {k: v for k, v in freqs.items() if v % n}
+  if bad:
+    raise ConfigError(f'training.n_jitted_steps={n} must divide {bad}: logging, evaluation and '
+                      f'checkpoints happen between device calls of n_jitted_steps steps.')
+  return n
+
+
+def chunk_sizes(start: int, stop: int, n: int) -> list[int]:
+  """Steps per device call from ``start`` to ``stop``: chunks of ``n`` between multiples of
+  ``n``, single steps before the first multiple (a resume at another n) and after the last."""
+  first = min(-(-start // n) * n, stop)
+  last = max(first, stop // n * n)
+  return [1] * (first - start) + [n] * ((last - first) // n) + [1] * (stop - last)
+
+
+def _metrics_only(step_fn):
+  """An evaluation step that returns no state (nothing to copy out of the devices)."""
+  def step(state, batch, rng, axis_name=None):
+    return (), step_fn(state, batch, rng, axis_name=axis_name)[1]
+  return step
 
 
 @dataclasses.dataclass
@@ -129,8 +159,10 @@ def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarra
 def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) -> losses.TrainState:
   """Trains ``config`` in ``workdir`` up to ``config.training.n_iters`` steps; returns the state."""
   parallel.initialize_distributed(config.training.distributed)
+  parallel.check_same_on_all_processes(config.to_json_best_effort(sort_keys=True), 'config')
   devices = list(devices or jax.local_devices())
   n_dev = len(devices)
+  mesh = parallel.make_mesh(devices if jax.process_count() == 1 else None)
   # Everything that can fail on bad input is checked before any work is done.
   config_checks.check(config, 'train', n_dev)
   checkpointing.check_run_config(config, workdir)   # another run's workdir: stop, touch nothing
@@ -140,9 +172,10 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
   train_iter = datasets.get_dataset(config, 'train', num_local_devices=n_dev)
   eval_iter = datasets.get_dataset(config, 'test', num_local_devices=n_dev)
   train_step, eval_step = get_step_fns(config, sde, model, optimizer)
-  p_train_step = parallel.pmap_step(train_step, devices)
-  p_eval_step = parallel.pmap_step(eval_step, devices, donate=False)
   tc = config.training
+  chunks = step_chunks(tc)
+  p_train_steps = {n: parallel.data_parallel_step(train_step, mesh, n_steps=n) for n in {1, chunks}}
+  p_eval_step = parallel.data_parallel_step(_metrics_only(eval_step), mesh, donate=False)
   sample_fn = None
   if tc.snapshot_sampling:
     per_device = parallel.per_device_batch_size(config.sampling.batch_size, n_dev)
@@ -150,21 +183,26 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
 
   rng = jax.random.PRNGKey(config.seed)
   init_rng, train_rng, eval_rng, sample_rng = jax.random.split(rng, 4)
-  state = init_train_state(config, model, optimizer, init_rng)
+  # The state lives replicated on every device of every host; orbax restores into that layout.
+  # One compiled call (not one per initializer op), written straight into the replicated layout.
+  p_state = parallel.replicated_call(
+      lambda rng: init_train_state(config, model, optimizer, rng), mesh)(init_rng)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
                                     keep_period=tc.snapshot_freq)
   has_checkpoint = ckpt.latest_step() is not None
   if has_checkpoint:
-    state, data_state = ckpt.restore(state, config=config)
+    p_state, data_state = ckpt.restore(p_state, config=config)
     if 'train' in data_state:
       train_iter.set_state(data_state['train'])
     if 'eval' in data_state:
       eval_iter.set_state(data_state['eval'])
-    _report(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
-  start_step = int(state.step)
+    _report(f'Resumed from step {int(p_state.step)} in {ckpt.directory}.')
+  start_step = int(p_state.step)
   if jax.process_index() == 0:   # the run has started: record its config
     checkpointing.write_config_json(config, workdir, has_checkpoint)
-  p_state = parallel.replicate(state, devices)
+  sizes = chunk_sizes(start_step, tc.n_iters, chunks)
+  train_batches = parallel.Prefetcher(train_iter, mesh, sizes)
+  agreed_stop = parallel.AgreedFlag()
   writer = _Writer(os.path.join(workdir, 'tensorboard'))
   stop = _Stop()
   previous_handlers = _install_signal_handlers(stop)
@@ -182,11 +220,10 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
     nonlocal last_saved
     if not bool(finite):
       raise non_finite(f'Loss became NaN/inf before step {step}')
-    state = parallel.unreplicate(p_state)
     if not bool(jax.tree.reduce(jnp.logical_and, jax.tree.map(
-        lambda x: jnp.all(jnp.isfinite(x)), (state.params, state.ema_params)))):
+        lambda x: jnp.all(jnp.isfinite(x)), (p_state.params, p_state.ema_params)))):
       raise non_finite(f'Parameters became NaN/inf before step {step}')
-    ckpt.save(step, state, {'train': train_iter.get_state(), 'eval': eval_iter.get_state()},
+    ckpt.save(step, p_state, {'train': train_batches.get_state(), 'eval': eval_iter.get_state()},
               config=config)
     last_saved = step
 
@@ -194,49 +231,54 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
                   dynamic_ncols=True, desc='train')
   t0, s0 = time.time(), start_step
   try:
-    for step in range(start_step + 1, tc.n_iters + 1):
-      batch = next(train_iter)
-      p_state, metrics = p_train_step(p_state, batch, train_rng)
+    step = start_step
+    for n in sizes:
+      # Batches arrive on the devices ahead of time (Prefetcher); nothing here waits for the
+      # devices except logging, so the host runs ahead and the devices never idle.
+      p_state, metrics = p_train_steps[n](p_state, next(train_batches), train_rng)
+      step += n
       finite = finite & jnp.all(jnp.isfinite(metrics['loss']))
-      bar.update(1)
+      bar.update(n)
       if step % tc.log_freq == 0 or step == tc.n_iters:
-        loss = float(metrics['loss'][0])
+        loss = float(metrics['loss'])
         if not np.isfinite(loss):
           raise non_finite(f'Loss is {loss} at step {step}')
         rate = (step - s0) / max(time.time() - t0, 1e-9)
         eta = _format_eta((tc.n_iters - step) / max(rate, 1e-9))
         bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
         _report(f'step {step}/{tc.n_iters}  loss {loss:.5f}  {rate:.1f} steps/s  ETA {eta}', bar)
-        writer.scalars(step, {'train/loss': loss, 'train/grad_norm': float(metrics['grad_norm'][0]),
+        writer.scalars(step, {'train/loss': loss, 'train/grad_norm': float(metrics['grad_norm']),
                               'train/steps_per_sec': rate})
       if step % tc.eval_freq == 0:
-        _, eval_metrics = p_eval_step(p_state, next(eval_iter), eval_rng)
-        writer.scalars(step, {'eval/loss': float(eval_metrics['loss'][0])})
+        _, eval_metrics = p_eval_step(p_state, parallel.put_batch(next(eval_iter), mesh), eval_rng)
+        writer.scalars(step, {'eval/loss': float(eval_metrics['loss'])})
       if (step % tc.snapshot_freq_for_preemption == 0 or step % tc.snapshot_freq == 0
           or step == tc.n_iters):
         save(step)
       if sample_fn is not None and (step % tc.snapshot_freq == 0 or step == tc.n_iters):
-        _snapshot_samples(config, sample_fn, p_state, sample_rng, step, workdir)
-      if stop.signal is not None:
+        _snapshot_samples(config, sample_fn, p_state, devices, sample_rng, step, workdir)
+      if agreed_stop.update(stop.signal is not None):   # all hosts stop at the same step
         if last_saved != step:   # the signal may have landed during this step's own save
           save(step)
-        _report(f'{signal.Signals(stop.signal).name} received: saved step {step}; stopping.',
-                bar)
+        who = (f'{signal.Signals(stop.signal).name} received' if stop.signal
+               else 'Another host received a stop signal')
+        _report(f'{who}: saved step {step}; stopping.', bar)
         break
   finally:
+    train_batches.close()
     bar.close()
     ckpt.close()
     writer.close()
     for sig, handler in previous_handlers.items():
       signal.signal(sig, handler)
-  return parallel.unreplicate(p_state)
+  return parallel.to_local(p_state)
 
 
-def _snapshot_samples(config, sample_fn, p_state, rng, step, workdir):
+def _snapshot_samples(config, sample_fn, p_state, devices, rng, step, workdir):
   """Samples ``sampling.batch_size`` examples with the EMA parameters; host 0 writes them."""
-  per_call = config.sampling.batch_size // jax.process_count()
-  samples, nfe = generation.draw_samples(sample_fn, p_state.ema_params,
-                                         jax.random.fold_in(rng, step), per_call, per_call)
+  n = config.sampling.batch_size
+  params = parallel.replicate(parallel.to_local(p_state.ema_params), devices)
+  samples, nfe = generation.draw_samples(sample_fn, params, jax.random.fold_in(rng, step), n, n)
   if jax.process_index() != 0:
     return
   path = os.path.join(workdir, 'samples', f'step_{step}.png')

@@ -56,14 +56,17 @@ def test_pmapped_step_equals_single_device_step():
 
 
 def _steps_then_signal(monkeypatch, at_batch):
-  """Makes the data iterator deliver SIGTERM to this process when batch ``at_batch`` is drawn."""
-  original = datasets.ToyIterator.__next__
+  """Delivers SIGTERM to this process when the loop takes batch ``at_batch`` (batches are
+  prefetched, so the loop's take, not the data iterator's draw, marks the step)."""
+  original = parallel.Prefetcher.__next__
+  taken = [0]
 
   def next_with_signal(self):
-    if self.step + 1 == at_batch:
+    taken[0] += 1
+    if taken[0] == at_batch:
       os.kill(os.getpid(), signal.SIGTERM)
     return original(self)
-  monkeypatch.setattr(datasets.ToyIterator, '__next__', next_with_signal)
+  monkeypatch.setattr(parallel.Prefetcher, '__next__', next_with_signal)
 
 
 @pytest.fixture(scope='module')

@@ -104,24 +104,12 @@ def evaluate_checkpoint(config, p_step, replicated_params, num_devices: int, rng
     value, mask, nfe = parallel.to_host(outputs)
     values.append(np.asarray(value, np.float64)[np.asarray(mask, bool)])
     nfes.append(np.asarray(nfe, np.float64))
-  values = _gather_hosts(np.concatenate(values) if values else np.zeros((0,)))
+  values = parallel.gather_hosts(np.concatenate(values) if values else np.zeros((0,)))
   if values.size == 0:
     raise ValueError(f'No examples in the {config.eval.bpd_dataset!r} split to evaluate.')
   std_err = values.std(ddof=1) / math.sqrt(values.size) if values.size > 1 else float('nan')
   return {'mean': float(values.mean()), 'std_err': float(std_err),
           'num_examples': int(values.size), 'mean_nfe': float(np.mean(np.concatenate(nfes)))}
-
-
-def _gather_hosts(values: np.ndarray) -> np.ndarray:
-  """All hosts' per-example values (hosts may hold different counts after masking)."""
-  if jax.process_count() == 1:
-    return values
-  from jax.experimental import multihost_utils
-  counts = multihost_utils.process_allgather(np.asarray([values.size]))
-  padded = np.zeros((int(counts.max()),), np.float64)
-  padded[:values.size] = values
-  gathered = multihost_utils.process_allgather(padded)
-  return np.concatenate([g[:int(c)] for g, c in zip(gathered, counts.reshape(-1))])
 
 
 def _write_result(workdir: str, step: int, result: dict) -> str:
