@@ -20,7 +20,8 @@ makes it unbiased for the divergence, hence (the integral being linear) for log 
 x(t) and delta_logp(t) are one ODE state, integrated from t = eps to T by an adaptive
 Runge–Kutta method (Dopri5 or Tsit5) with a PID step-size controller at ``rtol``/``atol``, the
 whole batch as one state (as the paper's RK45 over the flattened batch). Everything is
-traceable: call ``likelihood_fn`` inside ``jit`` / ``pmap`` / ``vmap``.
+traceable: call ``likelihood_fn`` inside ``jit`` / ``pmap`` / ``vmap``; called at top level it
+compiles once per ``score_fn`` and input shape and reuses the executable (``compile_once``).
 
 Units: ``logp`` is in nats per example for data in the model's space; ``bits_per_dim`` turns it
 into bits/dim of 8-bit images (the dequantization and scaling bookkeeping is derived there).
@@ -36,6 +37,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from score_sde.compile_once import compile_once
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -112,13 +115,23 @@ def _lookup(table: dict, name: str, what: str):
   return table[key]
 
 
-def _check_input(x, score_fn: ScoreFn) -> jax.Array:
-  """Shape, dtype and finiteness checks with messages a user can act on."""
+def _check_input(x) -> jax.Array:
+  """Shape, dtype and finiteness checks with messages a user can act on (before any compile)."""
   if not hasattr(x, 'shape') or x.ndim < 2 or x.shape[0] < 1:
     raise ValueError(f'x must be a batch (B, ...) with B >= 1 and at least one data axis, got '
                      f'shape {getattr(x, "shape", type(x))}; for one example use x[None].')
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f'x must be floating point (data in the model\'s range), got {x.dtype}.')
+  message = 'likelihood_fn: x contains NaN or inf; the log-likelihood of such data is undefined.'
+  if not isinstance(x, jax.core.Tracer):
+    if not np.all(np.isfinite(np.asarray(x))):
+      raise ValueError(message)
+    return jnp.asarray(x)
+  return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message)
+
+
+def _check_score_fn(score_fn: ScoreFn, x) -> None:
+  """score_fn must map (x, t) of shapes (B, ...), (B,) to x's shape (checked at trace time)."""
   t = jax.ShapeDtypeStruct((x.shape[0],), x.dtype)
   try:
     out = jax.eval_shape(score_fn, jax.ShapeDtypeStruct(x.shape, x.dtype), t)
@@ -128,12 +141,6 @@ def _check_input(x, score_fn: ScoreFn) -> jax.Array:
   if getattr(out, 'shape', None) != x.shape:
     raise ValueError(f'score_fn(x, t) must return x\'s shape {x.shape}, got '
                      f'{getattr(out, "shape", type(out))}.')
-  message = 'likelihood_fn: x contains NaN or inf; the log-likelihood of such data is undefined.'
-  if not isinstance(x, jax.core.Tracer):
-    if not np.all(np.isfinite(np.asarray(x))):
-      raise ValueError(message)
-    return jnp.asarray(x)
-  return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message)
 
 
 def get_likelihood_fn(sde, hutchinson_type: str = 'rademacher', rtol: float = 1e-5,
@@ -166,8 +173,8 @@ def get_likelihood_fn(sde, hutchinson_type: str = 'rademacher', rtol: float = 1e
   if not 0 < eps < sde.T:
     raise ValueError(f'eps must lie in (0, T = {sde.T}), got {eps}.')
 
-  def likelihood_fn(rng, score_fn: ScoreFn, x):
-    x = _check_input(x, score_fn)
+  def solve(rng, score_fn: ScoreFn, x):
+    _check_score_fn(score_fn, x)
     batch = x.shape[0]
     flow = sde.reverse(score_fn, probability_flow=True)
     probe = sample_probe(rng, x.shape, x.dtype)
@@ -187,6 +194,12 @@ def get_likelihood_fn(sde, hutchinson_type: str = 'rademacher', rtol: float = 1e
     nfe = _START_EVALS + evals_per_step * sol.stats['num_steps']
     return sde.prior_logp(z) + delta_logp, z, jnp.asarray(nfe, jnp.int32)
 
+  solve = compile_once(solve)
+
+  def likelihood_fn(rng, score_fn: ScoreFn, x):
+    return solve(rng, score_fn, _check_input(x))
+
+  likelihood_fn.cache_size = solve.cache_size
   return likelihood_fn
 
 

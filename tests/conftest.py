@@ -4,11 +4,21 @@ The flag must be set before JAX initialises its backends, hence here and not in 
 Single-device code simply runs on device 0.
 """
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# One persistent compilation cache for the session, shared with the CLI tests' subprocesses:
+# the many train_and_evaluate runs of the same tiny config compile identical programs, and a
+# cache hit costs ~1/6 of a compile (benchmarks/RESULTS.md, Test suite). A fresh directory per
+# session keeps runs independent; SCORE_SDE_TEST_CACHE=0 turns it off.
+if os.environ.get('SCORE_SDE_TEST_CACHE', '1') != '0':
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='score_sde_test_jax_cache_')
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
 import logging  # noqa: E402
 import warnings  # noqa: E402
@@ -17,3 +27,10 @@ import warnings  # noqa: E402
 # unawaited; their reports at interpreter exit would bury pytest's summary line.
 logging.getLogger('asyncio').setLevel(logging.CRITICAL)
 warnings.filterwarnings('ignore', message='coroutine .* was never awaited', category=RuntimeWarning)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  cache = os.environ.get('JAX_COMPILATION_CACHE_DIR', '')
+  if os.path.basename(cache).startswith('score_sde_test_jax_cache_'):
+    shutil.rmtree(cache, ignore_errors=True)

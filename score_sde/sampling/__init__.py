@@ -3,7 +3,9 @@
 ``samples`` has the per-device batch ``shape`` (B, ...) and stays in the model's data space (the
 caller applies the inverse scaler); ``nfe`` is the number of score evaluations actually made
 (an int32 scalar array). Samplers are pure and traceable: call them inside jit / pmap with a
-``score_fn(x, t)`` built there from model parameters, or a closed-form score.
+``score_fn(x, t)`` built there from model parameters, or a closed-form score. Called at top level
+they compile once per ``score_fn`` and reuse the executable (``score_sde.compile_once``): keep
+the same score_fn object across calls.
 
 Methods (``config.sampling.method``), one builder each in ``METHODS``:
   'pc'          the paper's predictor–corrector samplers (``predictor``, ``corrector``, ``snr``, ...)
@@ -14,6 +16,7 @@ Methods (``config.sampling.method``), one builder each in ``METHODS``:
 """
 from __future__ import annotations
 
+from score_sde.compile_once import compile_once
 from score_sde.sampling import ode, pc, solvers
 
 
@@ -75,4 +78,4 @@ def get_sampler(config, sde, shape):
   cfg = config.sampling
   if cfg.method not in METHODS:
     raise ValueError(f'Unknown sampling method {cfg.method!r}; valid: {sorted(METHODS)}.')
-  return METHODS[cfg.method](cfg, sde, tuple(shape))
+  return compile_once(METHODS[cfg.method](cfg, sde, tuple(shape)))
