@@ -34,6 +34,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def restore_ema_params(config, workdir, step=None):
   """(step, EMA parameters) of a checkpoint trained with ``config``."""
+  checkpointing.check_run_data(workdir, config)
   model = models.get_model(config)
   optimizer = training.get_optimizer(config.optim)
   template = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))

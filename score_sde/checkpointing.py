@@ -11,12 +11,15 @@ snapshots, ``training.snapshot_freq``) is kept forever.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from score_sde.errors import ConfigError
 
 
 class CheckpointError(RuntimeError):
@@ -108,3 +111,26 @@ def _shapes(tree) -> dict[str, tuple[int, ...] | None]:
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(v) if not hasattr(
       v, 'shape') else v.shape) for path, v in flat}
+
+
+# data.* keys that fix the network's input: a checkpoint trained with other values cannot load.
+RUN_DATA_KEYS = ('num_channels', 'image_size')
+
+
+def check_run_data(workdir: str, config) -> None:
+  """ConfigError if ``workdir`` holds checkpoints of a run whose ``config.json`` records another
+  channel count or image size than ``config`` (checked before anything is restored or rewritten)."""
+  path = os.path.join(workdir, 'config.json')
+  ckpt_dir = checkpoint_dir(workdir)
+  if not (os.path.isfile(path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f).get('data', {})
+  except (OSError, ValueError):   # unreadable: the parameter-shape check still applies
+    return
+  for key in RUN_DATA_KEYS:
+    if key in saved and saved[key] != config.data.get(key):
+      raise ConfigError(f'data.{key} = {config.data.get(key)}, but the checkpoints in {workdir} '
+                        f'were trained with data.{key} = {saved[key]} ({path}); use that value '
+                        f'or another workdir.')

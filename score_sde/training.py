@@ -146,6 +146,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
     per_device = parallel.per_device_batch_size(config.sampling.batch_size, n_dev)
     sample_fn = generation.get_sample_fn(config, sde, model, per_device, devices)
 
+  checkpointing.check_run_data(workdir, config)   # before config.json is rewritten
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
