@@ -4,7 +4,7 @@ With x(t) = m x(0) + s z, z ~ N(0, I), the per-example loss is
 
     continuous:  lambda(t) || s_theta(x(t), t) + z / s ||^2,   t ~ U(eps, T)
                  lambda(t) = s^2 (default) or g(t)^2 (``likelihood_weighting``)
-    discrete:    || s_theta(x_i, t_i) s_i + z ||^2,            i ~ U{0, ..., N-1}
+    discrete:    || s_theta(x_i, i) s_i + z ||^2,              i ~ U{0, ..., N-1}
 
 summed (or, with ``reduce_mean``, averaged) over data dimensions. The discrete loss is DDPM's
 epsilon loss for VP (s_i = sqrt(1 - alpha_bar_i)) and SMLD's sigma^2-weighted loss for VE
@@ -61,6 +61,9 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
                likelihood_weighting=False, eps=1e-5, index_offset=0, edm=None) -> jax.Array:
   """Per-example denoising score matching losses, (B, ...) -> (B,). See the module docstring.
 
+  ``score_fn(x, t)`` takes times t (B,) float; with ``continuous=False`` it takes the integer
+  steps i (B,) of the discrete chain instead (``models.utils.get_step_score_fn``).
+
   ``edm``: an ``EDMPrecond`` model: log-normal noise levels and EDM's weighting (models/precond).
   """
   u, z = _per_example_noise(rng, x, index_offset)
@@ -73,9 +76,8 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
       raise ValueError(f'Discrete-time training is defined for '
                        f'{[c.__name__ for c in DISCRETE_KERNELS]}, not {type(sde).__name__}; '
                        f'set training.continuous=True.')
-    i = jnp.minimum((u * sde.N).astype(jnp.int32), sde.N - 1)
-    t = i / (sde.N - 1) * sde.T if sde.N > 1 else jnp.zeros_like(u)
-    mean_coeff, std = DISCRETE_KERNELS[type(sde)](sde, i)
+    t = jnp.minimum((u * sde.N).astype(jnp.int32), sde.N - 1)   # the step index i
+    mean_coeff, std = DISCRETE_KERNELS[type(sde)](sde, t)
     mean = sde_lib.batch_mul(mean_coeff, x)
   score = score_fn(mean + sde_lib.batch_mul(std, z), t)
   reduce = jnp.mean if reduce_mean else jnp.sum
@@ -93,8 +95,10 @@ def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
   """loss_fn(params, x, rng, index_offset) -> (mean loss, per-example losses)."""
   def loss_fn(params, x, rng, index_offset):
     noise_rng, dropout_rng = jax.random.split(rng)
-    score_fn = mutils.get_score_fn(sde, model, params, train=train, continuous=continuous,
-                                   rng=jax.random.fold_in(dropout_rng, index_offset))
+    dropout_rng = jax.random.fold_in(dropout_rng, index_offset)
+    score_fn = (mutils.get_score_fn(sde, model, params, train=train, rng=dropout_rng)
+                if continuous else
+                mutils.get_step_score_fn(sde, model, params, train=train, rng=dropout_rng))
     losses = dsm_losses(noise_rng, score_fn, x, sde, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
                         index_offset=index_offset,

@@ -8,7 +8,8 @@ checkpoint can hold the data position.
 
 Image datasets (``DATASETS``): TFDS ones read by ``tfds.data_source`` + grain (no TensorFlow at
 run time; see ``tfds_images`` for preparing them) and ``'folder'`` (``data.path``; see
-``folder``). Training iterators shuffle, repeat forever and flip (``data.random_flip``); the
+``folder``) and ``'digits'`` (scikit-learn's bundled 8x8 digits at 16x16, no download; see
+``digits``). Training iterators shuffle, repeat forever and flip (``data.random_flip``); the
 ``'test'`` split is shuffled and repeated but never flipped, for the training loop's eval loss.
 
 A finite evaluation pass (bits/dim over a whole split)::
@@ -28,7 +29,7 @@ import jax
 import numpy as np
 
 from score_sde import errors, parallel
-from score_sde.datasets import folder, pipeline, tfds_images, toy
+from score_sde.datasets import digits, folder, pipeline, tfds_images, toy
 
 
 def get_data_scaler(config):
@@ -94,6 +95,7 @@ def _folder_source(config, split: str):
 DATASETS: dict[str, Callable] = {
     **{name: _tfds_builder(name) for name in tfds_images.TFDS_DATASETS},
     'folder': _folder_source,
+    'digits': digits.get_source,
 }
 
 

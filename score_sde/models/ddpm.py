@@ -87,6 +87,7 @@ class DDPM(nn.Module):
 def from_config(config) -> nn.Module:
   """DDPM with the fields of config.model and config.data (EDM-wrapped if asked)."""
   m, d = config.model, config.data
+  layers.check_image_size(d.image_size, 2**(len(m.ch_mult) - 1), 'DDPM')
   return precond.wrap(config, DDPM(
       nf=m.nf, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
       attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.errors import ConfigError
+
 ACTIVATIONS = {
     'elu': nn.elu,
     'relu': nn.relu,
@@ -290,6 +292,14 @@ def check_image_input(x, num_channels: int, divisor: int, name: str):
   if x.shape[1] % divisor or x.shape[2] % divisor:
     raise ValueError(f'{name} downsamples by {divisor}: image size {x.shape[1:3]} must be '
                      f'divisible by {divisor}.')
+
+
+def check_image_size(image_size: int | None, divisor: int, name: str) -> None:
+  """ConfigError unless ``data.image_size`` is a multiple of the network's total downsampling."""
+  if image_size is not None and (image_size < divisor or image_size % divisor):
+    raise ConfigError(f'data.image_size = {image_size}: {name} halves the resolution down to '
+                      f'1/{divisor}, so the image size must be a multiple of {divisor} (e.g. '
+                      f'{max(divisor, image_size // divisor * divisor)}); or change model.ch_mult.')
 
 
 def sigma_table(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarray:

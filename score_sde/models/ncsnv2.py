@@ -26,6 +26,11 @@ ARCHITECTURES = {
 }
 
 
+def downsampling(stages) -> int:
+  """The encoder's total downsampling factor: stages after the first with dilation 1 halve."""
+  return 2**sum(1 for i, (_, d) in enumerate(stages) if i and d == 1)
+
+
 class NCSNv2(nn.Module):
   """RefineNet score network; `stages` and `refine_mult` as in ARCHITECTURES."""
   stages: Sequence[tuple[int, int]] = ARCHITECTURES['ncsnv2_64'][0]
@@ -62,8 +67,7 @@ class NCSNv2(nn.Module):
 
   @nn.compact
   def __call__(self, x, labels, train: bool = False):
-    divisor = 2**sum(1 for i, (_, d) in enumerate(self.stages) if i and d == 1)
-    layers.check_image_input(x, self.num_channels, divisor, 'NCSNv2')
+    layers.check_image_input(x, self.num_channels, downsampling(self.stages), 'NCSNv2')
     act = layers.get_act(self.nonlinearity)
     norm = normalization.get_normalization(self.normalization)
     h = x if self.centered else 2 * x - 1.0
@@ -82,6 +86,7 @@ def from_config(config) -> NCSNv2:
   if m.name not in ARCHITECTURES:
     raise ValueError(f'Unknown NCSNv2 depth {m.name!r}; valid: {sorted(ARCHITECTURES)}.')
   stages, refine_mult = ARCHITECTURES[m.name]
+  layers.check_image_size(d.image_size, downsampling(stages), m.name)
   return NCSNv2(stages=stages, refine_mult=refine_mult, nf=m.nf, nonlinearity=m.nonlinearity,
                 normalization=m.normalization, interpolation=m.interpolation,
                 scale_by_sigma=m.scale_by_sigma, centered=d.centered,

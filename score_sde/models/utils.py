@@ -5,8 +5,10 @@ Continuous-time training (Song et al. 2021):
                so score = -output / s(t).
   VE:          the network sees label sigma(t) and predicts the score itself (NCSN++ divides by
                sigma inside when ``scale_by_sigma``).
-Discrete-time training (DDPM / SMLD) uses integer labels: the DDPM timestep for VP, the SMLD
-noise-level index (largest sigma first) for VE.
+Discrete-time training (DDPM / SMLD) conditions on the integer step i itself (``get_step_score_fn``):
+label i and std sqrt(1 - alpha_bar_i) for VP, the SMLD noise-level index (largest sigma first) for
+VE. Sampling a discrete model at time t follows the paper's code: VP label t (N - 1) with the noise
+level of step floor(t (N - 1)); VE label round((T - t)(N - 1)).
 """
 from __future__ import annotations
 
@@ -41,8 +43,17 @@ def _vp_conditioning(sde, t, continuous):
   """(labels, std) such that score = -output / std."""
   if continuous:
     return t * 999, sde.marginal_prob(jnp.zeros((t.shape[0], 1)), t)[1]
+  # The paper's get_score_fn: label t (N - 1) and the noise level of its integer part, the step
+  # whose beta_i the ancestral predictor and discretize() also use (predictors.discrete_index).
   labels = t * (sde.N - 1)
-  return labels, jnp.sqrt(1.0 - sde.alphas_cumprod)[jnp.round(labels).astype(jnp.int32)]
+  return labels, jnp.sqrt(1.0 - sde.alphas_cumprod)[labels.astype(jnp.int32)]
+
+
+def _subvp_conditioning(sde, t, continuous):
+  """The paper scores sub-VP models with continuous conditioning even when ``continuous`` is
+  False (it has no discrete sub-VP chain)."""
+  del continuous
+  return _vp_conditioning(sde, t, True)
 
 
 def _ve_conditioning(sde, t, continuous):
@@ -54,7 +65,7 @@ def _ve_conditioning(sde, t, continuous):
 
 NOISE_CONDITIONING = {
     sde_lib.VPSDE: _vp_conditioning,
-    sde_lib.SubVPSDE: _vp_conditioning,
+    sde_lib.SubVPSDE: _subvp_conditioning,
     sde_lib.VESDE: _ve_conditioning,
 }
 
@@ -65,6 +76,29 @@ def noise_conditioning(sde, t, continuous: bool = True):
     raise ValueError(f'No score parameterization for {type(sde).__name__}; valid: '
                      f'{[c.__name__ for c in NOISE_CONDITIONING]}.')
   return NOISE_CONDITIONING[type(sde)](sde, t, continuous)
+
+
+def _ddpm_step_conditioning(sde, i):
+  return i.astype(jnp.float32), jnp.sqrt(1.0 - sde.alphas_cumprod)[i]
+
+
+def _smld_step_conditioning(sde, i):
+  return sde.N - 1 - i, None   # SMLD's labels count noise levels from the largest
+
+
+# Discrete-time training (the paper's DDPM and SMLD losses) conditions on the step index itself.
+STEP_CONDITIONING = {sde_lib.VPSDE: _ddpm_step_conditioning,
+                     sde_lib.VESDE: _smld_step_conditioning}
+
+
+def step_conditioning(sde, i):
+  """(labels, std) for integer steps i (B,) of the discrete chain, exactly as the paper's losses:
+  VP: label i, std sqrt(1 - alpha_bar_i); VE: label N - 1 - i (sigmas largest first), no std."""
+  if type(sde) not in STEP_CONDITIONING:
+    raise ValueError(f'Discrete-time training is defined for '
+                     f'{[c.__name__ for c in STEP_CONDITIONING]}, not {type(sde).__name__}; '
+                     f'set training.continuous=True.')
+  return STEP_CONDITIONING[type(sde)](sde, i)
 
 
 # Preconditioned networks (models/precond.py) and their score functions, for any SDE.
@@ -80,6 +114,19 @@ def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous:
 
   def score_fn(x, t):
     labels, std = noise_conditioning(sde, t, continuous)
+    out = model_fn(x, labels)
+    return out if std is None else -sde_lib.batch_mul(1.0 / std, out)
+  return score_fn
+
+
+def get_step_score_fn(sde, model: nn.Module, params, train: bool = False,
+                      rng=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """score_fn(x: (B, ...), i: (B,) int) -> (B, ...) at step i of the discrete chain (the discrete
+  losses' score: no time is rounded back to a step, see ``step_conditioning``)."""
+  model_fn = get_model_fn(model, params, train=train, rng=rng)
+
+  def score_fn(x, i):
+    labels, std = step_conditioning(sde, i)
     out = model_fn(x, labels)
     return out if std is None else -sde_lib.batch_mul(1.0 / std, out)
   return score_fn

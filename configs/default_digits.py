@@ -1,0 +1,74 @@
+"""Defaults for the scikit-learn digits (16x16 grey, `score_sde.datasets.digits`): a small
+NCSN++ / DDPM++ that learns recognisable digits in minutes on a 2-core CPU.
+
+Sized for the CPU: nf 16, two resolutions (16, 8) with one residual block each and attention at
+8x8 (DDPM++'s layout, shrunk), batch 64, dropout off (1,527 training images, a few thousand
+steps: the model underfits rather than overfits). The VP / sub-VP / VE files set the SDE and
+the paper's per-SDE choices.
+"""
+from configs import base
+from configs.default_cifar10_configs import add_image_model_keys
+
+
+def get_default_configs():
+  config = add_image_model_keys(base.get_base_config())
+  training = config.training
+  training.batch_size = 64
+  training.n_iters = 1200
+  training.log_freq = 100
+  training.eval_freq = 500
+  training.snapshot_freq = 1200
+  training.snapshot_freq_for_preemption = 400
+  training.snapshot_sampling = False     # sample after training (sample.py), not during
+  training.continuous = True
+  training.reduce_mean = True
+
+  sampling = config.sampling
+  sampling.method = 'ode'                # probability-flow ODE, adaptive (diffrax)
+  sampling.rtol = 1e-3
+  sampling.atol = 1e-3
+  sampling.batch_size = 64
+
+  evaluate = config.eval
+  evaluate.batch_size = 64
+  evaluate.num_samples = 500
+
+  data = config.data
+  data.dataset = 'digits'
+  data.image_size = 16
+  data.num_channels = 1
+  data.num_classes = 10
+  data.centered = True
+  data.random_flip = False               # a mirrored digit is not a digit
+  data.num_workers = 1
+
+  model = config.model
+  model.nf = 16
+  model.ch_mult = (1, 2)
+  model.num_res_blocks = 1
+  model.attn_resolutions = (8,)
+  model.dropout = 0.0
+  model.ema_rate = 0.995                  # a short run: average its last few hundred steps
+  model.sigma_min = 0.01
+  model.sigma_max = 20.0                 # about the largest distance between two 16x16 images
+  model.num_scales = 1000
+
+  optim = config.optim
+  optim.lr = 2e-3
+  optim.warmup = 100
+  optim.grad_clip = 1.0
+  return config.lock()   # experiment files may change values, not add keys: a typo fails
+
+
+def on_digits(config, image_size: int = 8):
+  """Any image config (e.g. ``configs/tiny/*``) retargeted to the digits: grey, labelled, unflipped,
+  at ``image_size`` (8: the digits' native size, no resampling)."""
+  data = config.data
+  data.dataset = 'digits'
+  data.image_size = image_size
+  data.num_channels = 1
+  data.num_classes = 10
+  data.random_flip = False
+  if tuple(config.model.attn_resolutions) and max(config.model.attn_resolutions) > image_size:
+    config.model.attn_resolutions = (image_size // 2,)
+  return config
