@@ -1,7 +1,8 @@
 """Train a score model: python train.py --config=configs/vp/toy_spiral.py --workdir=runs/spiral
 
 Any config field can be overridden, e.g. --config.training.n_iters=2000. ``--mode=eval``
-evaluates the checkpoints in the workdir (loss, bits/dim) instead of training.
+evaluates the checkpoints in the workdir (loss, bits/dim) instead of training;
+``--mode=train_classifier`` trains the noise-conditional classifier of classifier guidance.
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -11,7 +12,8 @@ from score_sde import training
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs and samples.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train, or evaluate saved checkpoints.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_classifier'],
+                  'Train, evaluate saved checkpoints, or train the guidance classifier.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -21,6 +23,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if FLAGS.mode == 'train':
     training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == 'train_classifier':
+    from score_sde import classifier_training
+    classifier_training.train_classifier(FLAGS.config, FLAGS.workdir)
   else:
     from score_sde import evaluation
     evaluation.evaluate(FLAGS.config, FLAGS.workdir)
