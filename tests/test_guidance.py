@@ -80,10 +80,11 @@ def test_classifier_free_equals_classifier_guidance_with_the_exact_classifier():
   t = jax.random.uniform(jax.random.PRNGKey(1), (64,), minval=0.01, maxval=1.0)
   labels = jnp.arange(64) % C
   w = 2.5
-  cfg = guidance.classifier_free_score_fn(_labelled(WIDE), VE, labels, C, w)(x, t)
+  cfg = guidance.classifier_free_score_fn(_labelled(WIDE), VE, labels, C, w)
   logits = lambda x, t: WIDE.class_logits(x, t, C, VE)
-  clf = guidance.classifier_guided_score_fn(WIDE.score_fn(VE), logits, labels, 1 + w)(x, t)
-  np.testing.assert_allclose(cfg, clf, rtol=1e-4, atol=1e-4)
+  clf = guidance.classifier_guided_score_fn(WIDE.score_fn(VE), logits, labels, 1 + w)
+  both = jax.jit(lambda x, t: (cfg(x, t), clf(x, t)))(x, t)
+  np.testing.assert_allclose(*both, rtol=1e-4, atol=1e-4)
 
 
 def test_guidance_interval_switches_guidance_by_noise_level():
@@ -96,9 +97,10 @@ def test_guidance_interval_switches_guidance_by_noise_level():
     t = jnp.full((8,), t_value)
     sigma = float(VE.marginal_prob(x, t)[1][0])
     assert (0.1 <= sigma <= 1.0) == inside
-    cond = labelled(x, t, labels)
-    expected = cond + 3.0 * (cond - WIDE.score(x, t, VE)) if inside else cond
-    np.testing.assert_allclose(jax.jit(fn)(x, t), expected, rtol=1e-5, atol=1e-5)
+    cond, uncond, got = jax.jit(lambda x, t: (labelled(x, t, labels), WIDE.score(x, t, VE),
+                                              fn(x, t)))(x, t)
+    expected = cond + 3.0 * (cond - uncond) if inside else cond
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 # --- models, training data, labels --------------------------------------------------------------
@@ -115,9 +117,10 @@ def _conditional_config(num_classes=C, dataset='gaussian_mixture'):
 def test_class_embedding_adds_one_table_and_null_label_is_the_default():
   plain, cond = default_toy.get_config(), _conditional_config()
   plain.model.nf = 16
-  p_plain = mutils.init_params(jax.random.PRNGKey(0), models.get_model(plain), (2,))
+  p_plain = jax.eval_shape(lambda: mutils.init_params(jax.random.PRNGKey(0),
+                                                      models.get_model(plain), (2,)))
   model = models.get_model(cond)
-  p_cond = mutils.init_params(jax.random.PRNGKey(0), model, (2,))
+  p_cond = jax.jit(lambda: mutils.init_params(jax.random.PRNGKey(0), model, (2,)))()
   assert set(p_cond) - set(p_plain) == {'class_embedding'}
   assert p_cond['class_embedding']['embedding'].shape == (C + 1, 16)
   assert jax.tree.map(jnp.shape, {k: v for k, v in p_cond.items() if k != 'class_embedding'}) \
@@ -126,9 +129,13 @@ def test_class_embedding_adds_one_table_and_null_label_is_the_default():
   p_cond = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
                         p_cond)
   x, t = jnp.ones((3, 2)), jnp.full((3,), 0.5)
-  none = mutils.get_score_fn(VE, model, p_cond)(x, t)
-  null = mutils.get_score_fn(VE, model, p_cond, class_labels=jnp.full((3,), C))(x, t)
-  other = mutils.get_score_fn(VE, model, p_cond, class_labels=jnp.zeros((3,), jnp.int32))(x, t)
+
+  @jax.jit
+  def scores(p):
+    return (mutils.get_score_fn(VE, model, p)(x, t),
+            mutils.get_score_fn(VE, model, p, class_labels=jnp.full((3,), C))(x, t),
+            mutils.get_score_fn(VE, model, p, class_labels=jnp.zeros((3,), jnp.int32))(x, t))
+  none, null, other = scores(p_cond)
   np.testing.assert_array_equal(none, null)
   assert not np.allclose(none, other)
 
@@ -171,13 +178,17 @@ def test_loss_trains_the_class_and_null_embeddings():
   config = _conditional_config()
   model = models.get_model(config)
   sde = sde_lib.VPSDE()
-  params = mutils.init_params(jax.random.PRNGKey(0), model, (2,))
-  # The output layer starts at zero (no gradient reaches the embedding); give it weight.
-  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
-                        params)
   x, y = toy.get_labelled_toy_sampler('gaussian_mixture', C)(jax.random.PRNGKey(1), 64)
   loss_fn = losses.get_loss_fn(sde, model, train=True, label_dropout=0.5)
-  grads = jax.jit(jax.grad(lambda p: loss_fn(p, x, jax.random.PRNGKey(2), 0, y)[0]))(params)
+
+  @jax.jit
+  def grads():
+    params = mutils.init_params(jax.random.PRNGKey(0), model, (2,))
+    # The output layer starts at zero (no gradient reaches the embedding); give it weight.
+    params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
+                          params)
+    return jax.grad(lambda p: loss_fn(p, x, jax.random.PRNGKey(2), 0, y)[0])(params)
+  grads = grads()
   rows = np.abs(np.asarray(grads['class_embedding']['embedding'])).sum(-1)
   assert np.all(rows > 0)     # both classes and (dropped labels) the null class are trained
 
@@ -195,3 +206,77 @@ def test_bad_input_gives_clear_errors():
     get_dataset(_conditional_config(dataset='checkerboard'), 'train', num_local_devices=1)
   with pytest.raises(ConfigError, match='valid: \\[2\\]'):
     get_dataset(_conditional_config(3, 'spiral'), 'train', num_local_devices=1)
+
+
+# --- classifiers and sample.py's conditional plumbing ------------------------------------------
+
+def test_classifier_models_and_training_step():
+  from score_sde import classifier_training
+  from score_sde.models import classifier as classifiers
+  config = _conditional_config()
+  config.classifier.nf = 32
+  clf = classifiers.get_classifier(config)
+  optimizer = classifier_training._optimizer(config)
+  step = classifier_training.get_classifier_step_fn(VE, clf, optimizer)
+  x, y = toy.get_labelled_toy_sampler('gaussian_mixture', C)(jax.random.PRNGKey(1), 256)
+
+  @jax.jit
+  def train():
+    state = classifier_training.init_state(config, clf, optimizer, jax.random.PRNGKey(0))
+    def body(state, i):
+      state, metrics = step(state, {'image': x, 'label': y}, jax.random.PRNGKey(0))
+      return state, metrics['loss']
+    state, seen = jax.lax.scan(body, state, jnp.arange(30))
+    return seen, classifiers.get_logit_fn(VE, clf, state.params)(x, jnp.full((256,), 0.01))
+  losses_seen, logits = train()
+  assert np.mean(losses_seen[-5:]) < np.mean(losses_seen[:5])
+  assert logits.shape == (256, C)
+  # The paper's Wide-ResNet, small: logits for images, no parameter materialised.
+  config.classifier.name, config.classifier.blocks_per_group = 'wideresnet', 1
+  config.classifier.channel_multiplier = 1
+  wrn = classifiers.get_classifier(config)
+  out = jax.eval_shape(lambda x: wrn.init_with_output(jax.random.PRNGKey(0), x, jnp.ones(2))[0],
+                       jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+  assert out.shape == (2, C)
+  config.classifier.name = 'resnet'
+  with pytest.raises(ConfigError, match="valid: \\['mlp', 'wideresnet'\\]"):
+    classifiers.get_classifier(config)
+
+
+class _Flags:
+  labels = None
+  classifier_workdir = None
+  inpaint_image = None
+  inpaint_mask = None
+  colorize_image = None
+  seed = 0
+
+
+def test_sample_cli_conditional_modes_run_on_all_devices(tmp_path):
+  """Labels split over 8 devices reach the guided score; inpainting keeps the observation."""
+  from score_sde import conditional_sampling
+  config = _conditional_config()
+  config.sampling.method, config.sampling.num_steps, config.sampling.batch_size = 'pc', 5, 16
+  config.sampling.guidance_scale = 2.0
+  model = models.get_model(config)
+  params = jax.jit(lambda: mutils.init_params(jax.random.PRNGKey(0), model, (2,)))()
+  sde = sde_lib.VPSDE()
+  flags = _Flags()
+  flags.labels = '1,0,1'
+  samples, used, nfe = conditional_sampling.draw(config, flags, sde, model, params, 20,
+                                                 jax.random.PRNGKey(0))
+  assert samples.shape == (20, 2) and nfe == 5 and np.all(np.isfinite(samples))
+  np.testing.assert_array_equal(used['labels'], np.arange(20) % 3 != 1)
+  np.save(tmp_path / 'x.npy', np.array([0.7, 0.0], np.float32))
+  np.save(tmp_path / 'm.npy', np.array([1.0, 0.0], np.float32))
+  flags.inpaint_image, flags.inpaint_mask = str(tmp_path / 'x.npy'), str(tmp_path / 'm.npy')
+  samples, _, _ = conditional_sampling.draw(config, flags, sde, model, params, 16,
+                                            jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(samples[:, 0], np.float32(0.7))
+  flags.labels = '2'
+  with pytest.raises(DataError, match='out of range'):
+    conditional_sampling.draw(config, flags, sde, model, params, 16, jax.random.PRNGKey(0))
+  np.save(tmp_path / 'm.npy', np.ones((3,), np.float32))
+  flags.labels = None
+  with pytest.raises(DataError, match='inpaint_mask has shape'):
+    conditional_sampling.draw(config, flags, sde, model, params, 16, jax.random.PRNGKey(0))
