@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from score_sde import parallel, sde_lib
+from score_sde.errors import ConfigError
 from score_sde.models import precond
 from score_sde.models import utils as mutils
 
@@ -138,6 +139,9 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
 
   def step_fn(state: TrainState, batch, rng, axis_name=None):
     x = batch['image']
+    if conditional and 'label' not in batch:
+      raise ConfigError('model.class_conditional needs labelled data; this dataset yields no '
+                        "'label' (toy data: set data.num_classes).")
     labels = batch['label'] if conditional else None
     rng = jax.random.fold_in(rng, state.step)
     offset = parallel.device_index(axis_name) * x.shape[0]
