@@ -13,7 +13,9 @@ Usage:  .venv/bin/python benchmarks/guidance.py [--num_samples=10000] [--quick]
 3. Inpainting (the paper's replacement method, ``controllable``) of a 2-D Gaussian with
    correlation rho, x_1 observed: mean and variance of x_2 against the exact conditional.
 4. (--workdir) a trained class-conditional model: share of guided samples in the requested
-   class against w; (--classifier_workdir) the same with classifier guidance; (--picture) a PNG.
+   class against w, and of its unconditional samples; (--picture) a PNG of them.
+5. (--workdir and --classifier_workdir) classifier guidance of that model's unconditional score
+   with the classifier trained there: the same share against the classifier scale.
 """
 from __future__ import annotations
 
@@ -151,23 +153,41 @@ def trained(args):
   uncond = np.asarray(sampler(jax.random.PRNGKey(3), labelled_null(labelled, n))[0])
   print(f'\nunconditional samples of the same network (null class): share in class '
         f'{share_in_class(uncond, gmm, labels):.4f} (0.5 = no class information)')
-  if args.classifier_workdir:
-    from score_sde import classifier_training
-    from score_sde.models import classifier as classifiers
-    clf, clf_params = classifier_training.load_classifier(config, args.classifier_workdir)
-    logit_fn = classifiers.get_logit_fn(sde, clf, clf_params)
-    base = labelled_null(labelled, n)
-    print('\n| classifier guidance, scale | ' + ' | '.join(f'{s:g}' for s in (0, 1, 2, 4, 8))
-          + ' |\n|---|' + '---|' * 5)
-    row = []
-    for s in (0.0, 1.0, 2.0, 4.0, 8.0):
-      fn = guidance.classifier_guided_score_fn(base, logit_fn, labels, s)
-      x = np.asarray(jax.jit(lambda r: sampler(r, fn)[0])(jax.random.PRNGKey(3)))
-      row.append(share_in_class(x, gmm, labels))
-    print('| share in class | ' + ' | '.join(f'{r:.4f}' for r in row) + ' |')
   if args.picture:
     picture(results, labels, args.picture)
   print()
+
+
+def trained_classifier(args):
+  """Classifier guidance of the same network's unconditional score (null class)."""
+  from score_sde import classifier_training, models
+  from score_sde.models import classifier as classifiers
+  sys.argv = sys.argv[:1]
+  import sample as sample_cli
+  config = importlib.import_module(args.config.replace('/', '.').removesuffix('.py')).get_config()
+  sde = sde_lib.get_sde(config)
+  model = models.get_model(config)
+  step, params = sample_cli.restore_ema_params(config, args.workdir)
+  clf, clf_params = classifier_training.load_classifier(config, args.classifier_workdir)
+  n = args.num_samples
+  labels = jnp.arange(n) % C
+  sampler = sampling.get_sampler(config, sde, (n, 2))
+  gmm = toy.gaussian_mixture()
+  print(f'### 5. Classifier guidance: the model above (null class) + the MLP classifier of '
+        f'{args.classifier_workdir} (sampler {config.sampling.method})\n')
+
+  @jax.jit
+  def run(params, clf_params, scale):
+    labelled = guidance.model_labelled_score_fn(sde, model, params, config.training.continuous)
+    logit_fn = classifiers.get_logit_fn(sde, clf, clf_params)
+    fn = guidance.classifier_guided_score_fn(labelled_null(labelled, n), logit_fn, labels, scale)
+    return sampler(jax.random.PRNGKey(3), fn)[0]
+  scales = (0.0, 1.0, 2.0, 4.0, 8.0)
+  row = [share_in_class(np.asarray(run(params, clf_params, jnp.float32(s))), gmm, labels)
+         for s in scales]
+  print('| classifier scale | ' + ' | '.join(f'{s:g}' for s in scales) + ' |\n|---|'
+        + '---|' * len(scales))
+  print('| share in class | ' + ' | '.join(f'{r:.4f}' for r in row) + ' |\n')
 
 
 def labelled_null(labelled, n):
@@ -202,7 +222,7 @@ def main():
   parser.add_argument('--config', default='configs/vp/toy_gaussian_mixture_conditional.py')
   parser.add_argument('--classifier_workdir')
   parser.add_argument('--picture')
-  parser.add_argument('--only', default='1,2,3,4')
+  parser.add_argument('--only', default='1,2,3,4,5')
   args = parser.parse_args()
   print(f'# guidance benchmark  ({platform.processor() or platform.machine()}, JAX '
         f'{jax.__version__}, {jax.devices()[0].platform}, {time.strftime("%Y-%m-%d %H:%M")})\n')
@@ -216,6 +236,8 @@ def main():
     inpainting(args.num_samples)
   if '4' in parts and args.workdir:
     trained(args)
+  if '5' in parts and args.workdir and args.classifier_workdir:
+    trained_classifier(args)
   print(f'total {time.time() - t0:.0f} s')
 
 
