@@ -6,6 +6,11 @@ and writes ``samples_<step>.npz`` and a PNG (an image grid; for 2-D data a scatt
 data and a picture of the learned score field with probability-flow ODE paths). The sampler
 settings are checked, and the config compared with the one stored in the checkpoint, before
 anything is restored; errors are one line on stderr (``--traceback`` for the stack).
+
+Conditional sampling (score_sde/conditional_sampling.py): ``--labels=0,1`` (classifier-free
+guidance with ``--config.sampling.guidance_scale``, ``guidance_sigma_min/max``; or classifier
+guidance with ``--classifier_workdir``), ``--inpaint_image`` + ``--inpaint_mask``,
+``--colorize_image``; they write ``conditional_<step>.{npz,png}``.
 """
 import os
 import time
@@ -15,8 +20,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from score_sde import checkpointing, checkpoints, cli, config_checks, datasets, errors, generation
-from score_sde import models, parallel, plotting, sde_lib
+from score_sde import checkpointing, checkpoints, cli, conditional_sampling, config_checks
+from score_sde import datasets, errors, generation, models, parallel, plotting, sde_lib
 from score_sde import training
 from score_sde.models import utils as mutils
 
@@ -32,6 +37,12 @@ flags.DEFINE_integer('num_samples', None, 'Number of samples (default: config.sa
                      lower_bound=1)
 flags.DEFINE_string('outdir', None, 'Where to write samples (default: <workdir>/samples).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+flags.DEFINE_string('labels', None, "Class labels to sample, cycled: '3', '0,1,2' or 'all'.")
+flags.DEFINE_string('classifier_workdir', None, 'Guide --labels with the classifier trained there '
+                    '(train.py --mode=train_classifier) instead of classifier-free guidance.')
+flags.DEFINE_string('inpaint_image', None, 'Observed images (.npy/.npz in the model range, or PNG).')
+flags.DEFINE_string('inpaint_mask', None, 'Mask for --inpaint_image: 1 = observed (.npy/.npz/PNG).')
+flags.DEFINE_string('colorize_image', None, 'Grey images to colorize (.npy/.npz, or PNG).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -75,8 +86,11 @@ def main(argv):
     step, params = paper.step, paper.ema_params
   else:
     step, params = restore_ema_params(config, FLAGS.workdir, FLAGS.step)
-  devices = jax.local_devices()
   num = config.sampling.batch_size if FLAGS.num_samples is None else FLAGS.num_samples
+  if conditional_sampling.requested(FLAGS):   # labels, guidance, inpainting, colorization
+    return conditional_sampling.run(config, FLAGS, sde, model, params, step, num,
+                                    FLAGS.outdir or os.path.join(FLAGS.workdir, 'samples'))
+  devices = jax.local_devices()
   per_device = parallel.per_device_batch_size(config.sampling.batch_size, len(devices))
   sample_fn = generation.get_sample_fn(config, sde, model, per_device, devices)
   p_params = parallel.replicate(params, devices)

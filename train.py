@@ -1,8 +1,9 @@
 """Train a score model: python train.py --config=configs/vp/toy_spiral.py --workdir=runs/spiral
 
 Any config field can be overridden, e.g. --config.training.n_iters=2000. ``--mode=eval``
-evaluates the checkpoints in the workdir (loss, bits/dim) instead of training. Errors in the
-config or the command line are one line on stderr (``--traceback`` for the stack).
+evaluates the checkpoints in the workdir (loss, bits/dim, samples) instead of training;
+``--mode=train_classifier`` trains the noise-conditional classifier of classifier guidance.
+Errors in the config or the command line are one line on stderr (``--traceback`` for the stack).
 """
 from absl import flags
 from ml_collections import config_flags
@@ -12,7 +13,8 @@ from score_sde import cli, config_checks, training
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs and samples.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train, or evaluate saved checkpoints.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_classifier'],
+                  'Train, evaluate saved checkpoints, or train the guidance classifier.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -20,6 +22,9 @@ def main(argv):
   del argv
   if FLAGS.mode == 'train':
     training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == 'train_classifier':
+    from score_sde import classifier_training
+    classifier_training.train_classifier(FLAGS.config, FLAGS.workdir)
   else:
     from score_sde import evaluation
     config_checks.check(FLAGS.config, 'eval')

@@ -27,6 +27,8 @@ def get_base_config():
   training.snapshot_sampling = True      # draw samples at each snapshot_freq
   training.distributed = False           # multi-host: call jax.distributed.initialize()
   training.n_jitted_steps = 1            # steps per device call (lax.scan); divides the *_freq values
+  training.label_dropout = 0.1           # class-conditional models: share of labels replaced by
+                                         # the null class, so one network is also unconditional
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.method = 'pc'                 # 'pc' | 'ode' | 'dpm_solver' | 'heun' | 'ddim'
@@ -49,6 +51,13 @@ def get_base_config():
   sampling.S_max = float('inf')
   sampling.S_noise = 1.0
   sampling.batch_size = 512              # samples drawn at each snapshot during training
+  # Class guidance (score_sde/guidance.py). Classifier-free: score = (1 + w) s(x, t, y) - w s(x, t),
+  # w = guidance_scale, applied only while the noise level sigma(t) = s(t) / m(t) lies in
+  # [guidance_sigma_min, guidance_sigma_max] (Kynkaenniemi et al. 2024); w = 0 is p(x | y).
+  sampling.guidance_scale = 0.0
+  sampling.guidance_sigma_min = 0.0
+  sampling.guidance_sigma_max = float('inf')
+  sampling.classifier_scale = 1.0        # classifier guidance: score + scale grad log p_t(y | x)
 
   config.eval = evaluate = ml_collections.ConfigDict()
   # Checkpoints evaluated, as the paper numbers them: snapshot i is step i * training.snapshot_freq;
@@ -102,6 +111,20 @@ def get_base_config():
   model.nf = 128
   model.conditional = True
   model.precond = 'paper'                # 'paper' | 'edm' (Karras et al. 2022; models/precond.py)
+  model.class_conditional = False        # a class embedding (data.num_classes + a null class)
+
+  # The noise-conditional classifier of classifier guidance (models/classifier.py), trained by
+  # `train.py --mode=train_classifier` into <workdir>/classifier.
+  config.classifier = classifier = ml_collections.ConfigDict()
+  classifier.name = 'mlp'                # 'mlp' (low-dimensional data) | 'wideresnet' (images)
+  classifier.nf = 128                    # mlp: hidden width
+  classifier.num_layers = 3              # mlp: residual blocks
+  classifier.blocks_per_group = 4        # wideresnet: the paper's WRN-28-10
+  classifier.channel_multiplier = 10
+  classifier.n_iters = 2000
+  classifier.batch_size = 512
+  classifier.lr = 1e-3
+  classifier.log_freq = 100
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'Adam'

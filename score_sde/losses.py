@@ -12,6 +12,10 @@ epsilon loss for VP (s_i = sqrt(1 - alpha_bar_i)) and SMLD's sigma^2-weighted lo
 
 Randomness is drawn per example from ``fold_in(rng, global example index)``, so a step gives the
 same result whatever the number of devices the global batch is split over.
+
+Class-conditional models learn s(x, t, y) from ``batch['label']``; each label is replaced by the
+null class (label num_classes) with probability ``label_dropout``, so the same network also
+learns the unconditional score s(x, t) of classifier-free guidance.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from score_sde import parallel, sde_lib
+from score_sde.errors import ConfigError
 from score_sde.models import precond
 from score_sde.models import utils as mutils
 
@@ -90,15 +95,29 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
   return reduce(residual.reshape(x.shape[0], -1)**2, axis=-1) * weight
 
 
+def drop_labels(rng, labels, num_classes: int, rate: float, index_offset=0) -> jax.Array:
+  """(B,) labels with each replaced by the null class num_classes with probability ``rate``."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(len(labels)))
+  drop = jax.vmap(lambda k: jax.random.bernoulli(k, rate))(keys)
+  return jnp.where(drop, num_classes, labels.astype(jnp.int32))
+
+
 def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
-                likelihood_weighting=False, eps=1e-5) -> Callable:
-  """loss_fn(params, x, rng, index_offset) -> (mean loss, per-example losses)."""
-  def loss_fn(params, x, rng, index_offset):
+                likelihood_weighting=False, eps=1e-5, label_dropout=0.0) -> Callable:
+  """loss_fn(params, x, rng, index_offset, labels=None) -> (mean loss, per-example losses)."""
+  num_classes = mutils.num_classes(model)
+
+  def loss_fn(params, x, rng, index_offset, labels=None):
     noise_rng, dropout_rng = jax.random.split(rng)
+    if num_classes and labels is not None and train:
+      labels = drop_labels(jax.random.fold_in(rng, 2), labels, num_classes, label_dropout,
+                           index_offset)
     dropout_rng = jax.random.fold_in(dropout_rng, index_offset)
-    score_fn = (mutils.get_score_fn(sde, model, params, train=train, rng=dropout_rng)
+    score_fn = (mutils.get_score_fn(sde, model, params, train=train, rng=dropout_rng,
+                                    class_labels=labels)
                 if continuous else
-                mutils.get_step_score_fn(sde, model, params, train=train, rng=dropout_rng))
+                mutils.get_step_score_fn(sde, model, params, train=train, rng=dropout_rng,
+                                         class_labels=labels))
     losses = dsm_losses(noise_rng, score_fn, x, sde, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
                         index_offset=index_offset,
@@ -109,25 +128,33 @@ def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
 
 def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: bool,
                 ema_rate: float, continuous=True, reduce_mean=False, likelihood_weighting=False,
-                eps=1e-5) -> Callable:
+                eps=1e-5, label_dropout=0.0) -> Callable:
   """One pure step ``step_fn(state, batch, rng, axis_name=None) -> (state, metrics)``.
 
   ``batch['image']`` is this device's (b, ...) slice of the global batch; ``rng`` is the run's
   base key (the step folds in ``state.step``). Under ``pmap`` pass ``axis_name``: gradients and
   metrics are averaged over devices, so the result equals the single-device step on the whole
   batch. With ``train=False`` the EMA parameters are evaluated and the state is unchanged.
+  A class-conditional model reads ``batch['label']`` (labels are dropped at ``label_dropout``).
   """
   loss_fn = get_loss_fn(sde, model, train=train, continuous=continuous, reduce_mean=reduce_mean,
-                        likelihood_weighting=likelihood_weighting, eps=eps)
+                        likelihood_weighting=likelihood_weighting, eps=eps,
+                        label_dropout=label_dropout)
+  conditional = bool(mutils.num_classes(model))
 
   def step_fn(state: TrainState, batch, rng, axis_name=None):
     x = batch['image']
+    if conditional and 'label' not in batch:
+      raise ConfigError('model.class_conditional needs labelled data; this dataset yields no '
+                        "'label' (toy data: set data.num_classes).")
+    labels = batch['label'] if conditional else None
     rng = jax.random.fold_in(rng, state.step)
     offset = parallel.device_index(axis_name) * x.shape[0]
     if not train:
-      loss, _ = loss_fn(state.ema_params, x, rng, offset)
+      loss, _ = loss_fn(state.ema_params, x, rng, offset, labels)
       return state, {'loss': parallel.pmean(loss, axis_name)}
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, rng, offset)
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, rng, offset,
+                                                                 labels)
     grads = parallel.pmean(grads, axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

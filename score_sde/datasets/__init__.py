@@ -50,10 +50,15 @@ class ToyIterator:
   """Endless batches of a 2-D toy distribution; batch i is a pure function of (seed, i).
 
   Its state is just the batch index, so resuming reproduces the uninterrupted sequence exactly.
+  With ``num_classes`` (labelled toys) batches also hold ``'label'`` (the same points, labelled).
   """
 
-  def __init__(self, name: str, global_batch_size: int, seed: int, num_local_devices: int):
-    self._sample = jax.jit(toy.get_toy_sampler(name), static_argnums=1)
+  def __init__(self, name: str, global_batch_size: int, seed: int, num_local_devices: int,
+               num_classes: int | None = None):
+    self._labelled = num_classes is not None
+    sampler = (toy.get_labelled_toy_sampler(name, num_classes) if self._labelled
+               else toy.get_toy_sampler(name))
+    self._sample = jax.jit(sampler, static_argnums=1)
     self._key = jax.random.PRNGKey(seed)
     self._global_batch_size = global_batch_size
     self._num_devices = num_local_devices
@@ -64,10 +69,13 @@ class ToyIterator:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    x = self._sample(jax.random.fold_in(self._key, self.step), self._global_batch_size)
+    out = self._sample(jax.random.fold_in(self._key, self.step), self._global_batch_size)
     self.step += 1
-    x = np.asarray(x)[self._host_slice]
-    return {'image': parallel.shard(x, self._num_devices)}
+    x, y = out if self._labelled else (out, None)
+    batch = {'image': np.asarray(x)[self._host_slice]}
+    if y is not None:
+      batch['label'] = np.asarray(y)[self._host_slice]
+    return parallel.shard(batch, self._num_devices)
 
   def get_state(self) -> dict[str, Any]:
     return {'step': self.step}
@@ -140,7 +148,7 @@ def get_dataset(config, split: str = 'train', num_local_devices: int | None = No
   name = config.data.dataset
   seed = config.seed if split == 'train' else config.seed + 1
   if name in toy.TOY_DISTRIBUTIONS:
-    return ToyIterator(name, batch_size, seed, num_local_devices)
+    return ToyIterator(name, batch_size, seed, num_local_devices, config.data.get('num_classes'))
   if name not in DATASETS:
     raise errors.ConfigError(unknown_dataset_message(name))
   source, preprocess, _ = DATASETS[name](config, split)

@@ -11,6 +11,11 @@ if x(0) ~ sum_k w_k N(mu_k, diag(sig_k^2)) and p_0t(x(t)|x(0)) = N(m(t) x(0), s(
     p_t = sum_k w_k N(m(t) mu_k, diag(m(t)^2 sig_k^2 + s(t)^2)),
 
 so ``score(x, t)`` and ``log_prob(x, t)`` are exact at every t.
+
+Labelled variants (``LABELLED_TOY_DISTRIBUTIONS``, ``sample(rng, n, num_classes) -> (x, y)``) give
+the class-conditional data of guidance: the spiral's arm (2 classes) and the mixture's component
+k with class k mod num_classes. Class y of a mixture is the sub-mixture of its components, so
+``class_score(x, t, y)`` = grad_x log p_t(x | y) is exact too.
 """
 from __future__ import annotations
 
@@ -22,15 +27,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.errors import ConfigError
+
 
 def spiral(rng, n: int, turns: float = 1.75, noise: float = 0.05) -> jax.Array:
   """A two-armed Archimedean spiral in roughly [-1, 1]^2, with Gaussian jitter of std ``noise``."""
+  return spiral_with_arms(rng, n, turns, noise)[0]
+
+
+def spiral_with_arms(rng, n: int, turns: float = 1.75, noise: float = 0.05):
+  """``spiral``'s points (n, 2) and their arm (n,) int32: 0 or 1."""
   k1, k2, k3 = jax.random.split(rng, 3)
   u = jnp.sqrt(jax.random.uniform(k1, (n,)))         # sqrt: even density along the arm
   theta = 2 * math.pi * turns * u
-  arm = jnp.where(jax.random.bernoulli(k2, 0.5, (n,)), 1.0, -1.0)
+  first = jax.random.bernoulli(k2, 0.5, (n,))
+  arm = jnp.where(first, 1.0, -1.0)
   xy = arm[:, None] * u[:, None] * jnp.stack([jnp.cos(theta), jnp.sin(theta)], -1)
-  return xy + noise * jax.random.normal(k3, (n, 2))
+  return xy + noise * jax.random.normal(k3, (n, 2)), jnp.where(first, 0, 1).astype(jnp.int32)
 
 
 def swiss_roll(rng, n: int, noise: float = 0.05) -> jax.Array:
@@ -71,10 +84,14 @@ class GaussianMixture:
     return self.means.shape[1]
 
   def sample(self, rng, n: int) -> jax.Array:
+    return self.sample_with_components(rng, n)[0]
+
+  def sample_with_components(self, rng, n: int):
+    """Samples (n, D) and the component (n,) int32 each was drawn from."""
     k1, k2 = jax.random.split(rng)
     k = jax.random.choice(k1, len(self.weights), (n,), p=jnp.asarray(self.weights))
     z = jax.random.normal(k2, (n, self.dim))
-    return jnp.asarray(self.means)[k] + jnp.asarray(self.stds)[k] * z
+    return jnp.asarray(self.means)[k] + jnp.asarray(self.stds)[k] * z, k.astype(jnp.int32)
 
   def _marginal(self, t, sde):
     """Per-example component means (B, K, D) and variances (B, K, D) of p_t."""
@@ -109,6 +126,35 @@ class GaussianMixture:
     """The exact score of p_t as a ``score_fn(x, t)``, the form samplers and likelihoods take."""
     return lambda x, t: self.score(x, t, sde)
 
+  # Classes: component k belongs to class k mod num_classes; label num_classes is "no label".
+
+  def _class_logp(self, x, t, sde, labels, num_classes):
+    """Component terms with those outside each example's class at -inf: (B, K)."""
+    logp = self._component_logp(x, t, sde)
+    k = jnp.arange(len(self.weights))
+    inside = (k[None] % num_classes == labels[:, None]) | (labels[:, None] == num_classes)
+    return jnp.where(inside, logp, -jnp.inf)
+
+  def class_score(self, x, t, labels, num_classes: int, sde=None) -> jax.Array:
+    """grad_x log p_t(x | y) for (B,) labels y (y = num_classes: grad_x log p_t(x)), (B, D)."""
+    mu, var = self._marginal(t, sde)
+    r = jax.nn.softmax(self._class_logp(x, t, sde, labels, num_classes), axis=-1)
+    return jnp.sum(r[..., None] * (mu - x[:, None, :]) / var, axis=1)
+
+  def class_logits(self, x, t, num_classes: int, sde=None) -> jax.Array:
+    """log p_t(x, y) for every class y, (B, num_classes): logits of the exact classifier
+    p_t(y | x) = softmax_y."""
+    logp = self._component_logp(x, t, sde)
+    k = jnp.arange(len(self.weights))
+    member = (k[None] % num_classes) == jnp.arange(num_classes)[:, None]     # (C, K)
+    return jax.nn.logsumexp(jnp.where(member[None], logp[:, None], -jnp.inf), axis=-1)
+
+  def class_mixture(self, label: int, num_classes: int) -> 'GaussianMixture':
+    """p(x | y = label): the components of the class, weights renormalised."""
+    keep = np.arange(len(self.weights)) % num_classes == label
+    w = np.asarray(self.weights)[keep]
+    return GaussianMixture(np.asarray(self.means)[keep], np.asarray(self.stds)[keep], w / w.sum())
+
 
 def gaussian_mixture(num_modes: int = 8, radius: float = 0.8, std: float = 0.08,
                      dim: int = 2) -> GaussianMixture:
@@ -140,3 +186,31 @@ def get_toy_sampler(name: str) -> Callable[[jax.Array, int], jax.Array]:
   if name not in TOY_DISTRIBUTIONS:
     raise ValueError(f'Unknown toy distribution {name!r}; valid: {sorted(TOY_DISTRIBUTIONS)}.')
   return TOY_DISTRIBUTIONS[name]
+
+
+def _labelled_spiral(rng, n, num_classes):
+  x, arm = spiral_with_arms(rng, n)
+  return SHAPE_SCALE * x, arm
+
+
+def _labelled_mixture(rng, n, num_classes):
+  x, k = gaussian_mixture().sample_with_components(rng, n)
+  return x, k % num_classes
+
+
+# name -> (sample(rng, n, num_classes) -> (x (n, 2), labels (n,) int32), valid num_classes).
+LABELLED_TOY_DISTRIBUTIONS = {
+    'spiral': (_labelled_spiral, (2,)),
+    'gaussian_mixture': (_labelled_mixture, tuple(range(1, 9))),
+}
+
+
+def get_labelled_toy_sampler(name: str, num_classes: int) -> Callable:
+  """``sample(rng, n) -> (x, labels)``: the same points as ``get_toy_sampler(name)``, labelled."""
+  if name not in LABELLED_TOY_DISTRIBUTIONS:
+    raise ConfigError(f'Toy distribution {name!r} has no labels; labelled ones: '
+                      f'{sorted(LABELLED_TOY_DISTRIBUTIONS)}.')
+  sample, valid = LABELLED_TOY_DISTRIBUTIONS[name]
+  if num_classes not in valid:
+    raise ConfigError(f'data.num_classes={num_classes} for labelled {name!r}; valid: {list(valid)}.')
+  return lambda rng, n: sample(rng, n, num_classes)

@@ -7,6 +7,7 @@ conditioning from ``models.utils`` and the output has x's shape. Each model modu
 """
 from __future__ import annotations
 
+from score_sde.errors import ConfigError
 from score_sde.models import ddpm, mlp, ncsnpp, ncsnv2
 
 MODELS = {
@@ -18,9 +19,24 @@ MODELS = {
     'ncsnv2_256': ncsnv2.from_config,
 }
 
+# Models with a class embedding (model.class_conditional).
+CLASS_CONDITIONAL_MODELS = ('mlp', 'ncsnpp', 'ddpm')
+
+
+def _check_class_conditional(config):
+  if not config.model.get('class_conditional', False):
+    return
+  if config.model.name not in CLASS_CONDITIONAL_MODELS:
+    raise ConfigError(f'model.class_conditional is available for models '
+                      f'{list(CLASS_CONDITIONAL_MODELS)}, not {config.model.name!r}.')
+  num_classes = config.data.num_classes
+  if num_classes is None or num_classes < 1:
+    raise ConfigError(f'model.class_conditional needs data.num_classes >= 1, got {num_classes}.')
+
 
 def get_model(config):
   name = config.model.name
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; valid: {sorted(MODELS)}.')
+  _check_class_conditional(config)
   return MODELS[name](config)

@@ -33,16 +33,20 @@ class DDPM(nn.Module):
   sigma_min: float = 0.01
   sigma_max: float = 50.0
   num_scales: int = 1000
+  num_classes: int | None = None  # class-conditional: a class embedding added to temb
 
-  def _embed(self, labels, act):
+  def _embed(self, labels, act, class_labels=None):
     if not self.conditional:
       return None
     temb = embeddings.get_timestep_embedding(labels, self.nf)
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(temb)
-    return nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb))
+    temb = nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb))
+    if self.num_classes:
+      temb = temb + embeddings.class_embedding(class_labels, self.num_classes, self.nf * 4)
+    return temb
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False):
+  def __call__(self, x, labels, train: bool = False, class_labels=None):
     layers.check_image_input(x, self.num_channels, 2**(len(self.ch_mult) - 1), 'DDPM')
     act = layers.get_act(self.nonlinearity)
     normalize = normalization.get_normalization(self.normalization)
@@ -50,7 +54,7 @@ class DDPM(nn.Module):
                                  dropout=self.dropout)
     attn = functools.partial(layers.AttnBlock, normalize=normalize)
     num_resolutions = len(self.ch_mult)
-    temb = self._embed(labels, act)
+    temb = self._embed(labels, act, class_labels)
     h = x if self.centered else 2 * x - 1.0
 
     hs = [conv3x3(h, self.nf)]

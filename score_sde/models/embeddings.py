@@ -35,3 +35,11 @@ class GaussianFourierProjection(nn.Module):
     W = jax.lax.stop_gradient(W)
     x_proj = x[:, None] * W[None, :] * 2 * jnp.pi
     return jnp.concatenate([jnp.sin(x_proj), jnp.cos(x_proj)], axis=-1)
+
+
+def class_embedding(class_labels, num_classes: int, dim: int) -> jax.Array:
+  """(B,) int labels in [0, num_classes] -> (B, dim); label num_classes is the null class (no
+  label), so one network gives both s(x, t, y) and s(x, t). Call inside a compact module."""
+  if class_labels is None:
+    raise ValueError('A class-conditional network needs class_labels (num_classes: no label).')
+  return nn.Embed(num_classes + 1, dim, name='class_embedding')(class_labels.astype(jnp.int32))

@@ -33,6 +33,7 @@ class MLP(nn.Module):
   ``labels`` are the noise conditioning of ``models.utils`` (999 t for VP, sigma(t) for VE).
   Fourier time embeddings see log(labels); positional ones see the labels themselves.
   With ``scale_by_sigma`` (VE) the output is divided by sigma, as NCSN++ does.
+  With ``num_classes``, a class embedding of ``class_labels`` (B,) is added to temb.
   """
   nf: int = 128
   num_layers: int = 3
@@ -40,9 +41,10 @@ class MLP(nn.Module):
   fourier_scale: float = 1.0
   input_fourier_scale: float | None = 1.0
   scale_by_sigma: bool = False
+  num_classes: int | None = None
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False):
+  def __call__(self, x, labels, train: bool = False, class_labels=None):
     if self.embedding_type == 'fourier':
       temb = embeddings.GaussianFourierProjection(self.nf // 2, self.fourier_scale)(jnp.log(labels))
     elif self.embedding_type == 'positional':
@@ -50,6 +52,8 @@ class MLP(nn.Module):
     else:
       raise ValueError(f'Unknown embedding_type {self.embedding_type!r}; valid: {EMBEDDING_TYPES}.')
     temb = nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(temb)))
+    if self.num_classes:
+      temb = temb + embeddings.class_embedding(class_labels, self.num_classes, self.nf)
     if self.input_fourier_scale:
       x_in = InputFourierFeatures(self.nf // 2, self.input_fourier_scale)(x)
     else:
@@ -67,4 +71,5 @@ def from_config(config) -> MLP:
   m = config.model
   return MLP(nf=m.nf, num_layers=m.num_layers, embedding_type=m.embedding_type,
              fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,
-             scale_by_sigma=m.scale_by_sigma)
+             scale_by_sigma=m.scale_by_sigma,
+             num_classes=config.data.num_classes if m.class_conditional else None)

@@ -67,6 +67,7 @@ class NCSNpp(nn.Module):
   sigma_min: float = 0.01
   sigma_max: float = 50.0
   num_scales: int = 1000
+  num_classes: int | None = None  # class-conditional: a class embedding added to temb
 
   def _validate(self, x):
     _check_choice(self.resblock_type, RESBLOCK_TYPES, 'resblock_type')
@@ -76,8 +77,8 @@ class NCSNpp(nn.Module):
     _check_choice(self.progressive_combine, layerspp.COMBINE_METHODS, 'progressive_combine')
     layers.check_image_input(x, self.num_channels, 2**(len(self.ch_mult) - 1), 'NCSNpp')
 
-  def _embed(self, labels, act):
-    """(B,) labels -> (B, 4 nf) time embedding (None if unconditional) and the (B,) sigmas."""
+  def _embed(self, labels, act, class_labels=None):
+    """(B,) labels -> (B, 4 nf) time (+ class) embedding (None if unconditional), (B,) sigmas."""
     if self.embedding_type.lower() == 'fourier':
       sigmas = labels
       temb = embeddings.GaussianFourierProjection(
@@ -89,7 +90,10 @@ class NCSNpp(nn.Module):
     if not self.conditional:
       return None, sigmas
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(temb)
-    return nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb)), sigmas
+    temb = nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb))
+    if self.num_classes:
+      temb = temb + embeddings.class_embedding(class_labels, self.num_classes, self.nf * 4)
+    return temb, sigmas
 
   def _blocks(self, act):
     """Partials of (ResnetBlock, AttnBlock) for this configuration."""
@@ -150,12 +154,12 @@ class NCSNpp(nn.Module):
     return pyramid, pyramid
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False):
+  def __call__(self, x, labels, train: bool = False, class_labels=None):
     self._validate(x)
     act = layers.get_act(self.nonlinearity)
     resblock, attn = self._blocks(act)
     num_resolutions = len(self.ch_mult)
-    temb, sigmas = self._embed(labels, act)
+    temb, sigmas = self._embed(labels, act, class_labels)
     if not self.centered:
       x = 2 * x - 1.0
 
@@ -213,4 +217,5 @@ def from_config(config) -> nn.Module:
       embedding_type=m.embedding_type, fourier_scale=m.fourier_scale, init_scale=m.init_scale,
       scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity, centered=d.centered,
       num_channels=d.num_channels, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
-      num_scales=m.num_scales))
+      num_scales=m.num_scales,
+      num_classes=d.num_classes if m.class_conditional else None))

@@ -46,10 +46,10 @@ class EDMPrecond(nn.Module):
   P_mean: float = -1.2
   P_std: float = 1.2
 
-  def __call__(self, x, sigma, train: bool = False):
-    return x + self.residual(x, sigma, train=train)
+  def __call__(self, x, sigma, train: bool = False, **class_kwargs):
+    return x + self.residual(x, sigma, train=train, **class_kwargs)
 
-  def residual(self, x, sigma, train: bool = False):
+  def residual(self, x, sigma, train: bool = False, **class_kwargs):
     """D(x; sigma) - x = (c_skip - 1) x + c_out F, with c_skip - 1 = -sigma^2 / (sigma^2 + sd^2)
     written out: at small sigma, D - x is far smaller than x and would be lost to round-off."""
     if self.embedding_type not in C_NOISE_LABELS:
@@ -57,7 +57,7 @@ class EDMPrecond(nn.Module):
                        f'valid: {sorted(C_NOISE_LABELS)}.')
     _, c_out, c_in = edm_coefficients(sigma, self.sigma_data)
     labels = C_NOISE_LABELS[self.embedding_type](sigma)
-    out = self.net(sde_lib.batch_mul(c_in, x), labels, train=train)
+    out = self.net(sde_lib.batch_mul(c_in, x), labels, train=train, **class_kwargs)
     skip = -sigma**2 / (sigma**2 + self.sigma_data**2)
     return sde_lib.batch_mul(skip, x) + sde_lib.batch_mul(c_out, out)
 
@@ -68,16 +68,19 @@ def _scale_and_std(sde, t):
   return mean[:, 0], std
 
 
-def get_score_fn(sde, model: EDMPrecond, params, train: bool = False,
-                 rng=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """score_fn(x, t) = (m D(x / m; s / m) - x) / s^2 for an EDMPrecond model."""
+def get_score_fn(sde, model: EDMPrecond, params, train: bool = False, rng=None,
+                 class_kwargs=lambda batch: {}) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """score_fn(x, t) = (m D(x / m; s / m) - x) / s^2 for an EDMPrecond model.
+
+  ``class_kwargs(batch)``: extra keyword arguments of a class-conditional network."""
   rngs = {'dropout': rng} if (train and rng is not None) else None
 
   def score_fn(x, t):
     m, s = _scale_and_std(sde, t)
     # m D - x = m (D(x~) - x~) with x~ = x / m.
     residual = model.apply({'params': params}, sde_lib.batch_mul(1.0 / m, x), s / m,
-                           train=train, rngs=rngs, method=EDMPrecond.residual)
+                           train=train, rngs=rngs, method=EDMPrecond.residual,
+                           **class_kwargs(x.shape[0]))
     return sde_lib.batch_mul(m / s**2, residual)
   return score_fn
 

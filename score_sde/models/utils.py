@@ -9,6 +9,10 @@ Discrete-time training (DDPM / SMLD) conditions on the integer step i itself (``
 label i and std sqrt(1 - alpha_bar_i) for VP, the SMLD noise-level index (largest sigma first) for
 VE. Sampling a discrete model at time t follows the paper's code: VP label t (N - 1) with the noise
 level of step floor(t (N - 1)); VE label round((T - t)(N - 1)).
+
+Class-conditional networks (``num_classes`` set) also take ``class_labels`` (B,) in
+[0, num_classes]; the label num_classes is the null class, i.e. the unconditional score, and is
+what they get when no labels are given.
 """
 from __future__ import annotations
 
@@ -22,20 +26,37 @@ from score_sde import sde_lib
 from score_sde.models import precond
 
 
+def num_classes(model: nn.Module) -> int | None:
+  """The number of classes of a class-conditional network (EDM-wrapped or not), else None."""
+  return getattr(getattr(model, 'net', model), 'num_classes', None)
+
+
+def _class_kwargs(model: nn.Module, class_labels, batch: int) -> dict:
+  """``class_labels`` for class-conditional networks (default: the null class), else nothing."""
+  n = num_classes(model)
+  if not n:
+    return {}
+  return {'class_labels': jnp.full((batch,), n, jnp.int32) if class_labels is None
+          else class_labels}
+
+
 def init_params(rng, model: nn.Module, input_shape) -> Any:
   """Initial parameters for per-example inputs of ``input_shape`` (without the batch axis)."""
   x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   labels = jnp.ones((1,), jnp.float32)
   params_rng, dropout_rng = jax.random.split(rng)
-  variables = model.init({'params': params_rng, 'dropout': dropout_rng}, x, labels, train=False)
+  variables = model.init({'params': params_rng, 'dropout': dropout_rng}, x, labels, train=False,
+                         **_class_kwargs(model, None, 1))
   return variables['params']
 
 
-def get_model_fn(model: nn.Module, params, train: bool = False, rng=None) -> Callable:
-  """``model_fn(x, labels)`` with the parameters bound (and a dropout key when training)."""
+def get_model_fn(model: nn.Module, params, train: bool = False, rng=None,
+                 class_labels=None) -> Callable:
+  """``model_fn(x, labels)`` with the parameters (and class labels, a dropout key) bound."""
   def model_fn(x, labels):
     rngs = {'dropout': rng} if (train and rng is not None) else None
-    return model.apply({'params': params}, x, labels, train=train, rngs=rngs)
+    return model.apply({'params': params}, x, labels, train=train, rngs=rngs,
+                       **_class_kwargs(model, class_labels, x.shape[0]))
   return model_fn
 
 
@@ -106,11 +127,17 @@ PRECONDITIONED_SCORE_FNS = {precond.EDMPrecond: precond.get_score_fn}
 
 
 def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous: bool = True,
-                 rng=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """score_fn(x: (B, ...), t: (B,)) -> (B, ...), the model's estimate of grad_x log p_t(x)."""
+                 rng=None, class_labels=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """score_fn(x: (B, ...), t: (B,)) -> (B, ...), the model's estimate of grad_x log p_t(x).
+
+  ``class_labels`` (B,): for a class-conditional model, the score of p_t(x | y) (entries equal
+  to num_classes: of p_t(x)); None gives the unconditional score.
+  """
   if type(model) in PRECONDITIONED_SCORE_FNS:   # the wrapper defines its own score (EDM)
-    return PRECONDITIONED_SCORE_FNS[type(model)](sde, model, params, train=train, rng=rng)
-  model_fn = get_model_fn(model, params, train=train, rng=rng)
+    return PRECONDITIONED_SCORE_FNS[type(model)](
+        sde, model, params, train=train, rng=rng,
+        class_kwargs=lambda b: _class_kwargs(model, class_labels, b))
+  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
 
   def score_fn(x, t):
     labels, std = noise_conditioning(sde, t, continuous)
@@ -119,11 +146,11 @@ def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous:
   return score_fn
 
 
-def get_step_score_fn(sde, model: nn.Module, params, train: bool = False,
-                      rng=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def get_step_score_fn(sde, model: nn.Module, params, train: bool = False, rng=None,
+                      class_labels=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """score_fn(x: (B, ...), i: (B,) int) -> (B, ...) at step i of the discrete chain (the discrete
   losses' score: no time is rounded back to a step, see ``step_conditioning``)."""
-  model_fn = get_model_fn(model, params, train=train, rng=rng)
+  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
 
   def score_fn(x, i):
     labels, std = step_conditioning(sde, i)
