@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import functools
 import importlib.util
 import itertools
 import json
@@ -56,7 +57,8 @@ SEED_SCOPES = ('sampling', 'training')
 
 
 def _pc_steps(cfg, nfe):
-  per_step = (predictors.PREDICTOR_NFE[cfg.predictor]
+  # An unknown predictor name counts 1 here; building the sampler then names it.
+  per_step = (predictors.PREDICTOR_NFE.get(cfg.predictor, 1)
               + correctors.corrector_nfe(cfg.corrector, cfg.n_steps_each))
   return nfe // max(per_step, 1)
 
@@ -340,10 +342,15 @@ class _SamplerCache:
     return compiled, time.time() - t0
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_toy_sampler(dataset: str):
+  return jax.jit(toy.get_toy_sampler(dataset), static_argnums=1)
+
+
 def reference_data(dataset: str, num: int, seed: int) -> np.ndarray:
   """The data points a cell's samples are compared with: fresh draws, fixed by the seed."""
   rng = jax.random.fold_in(jax.random.PRNGKey(20210101), seed)
-  return np.asarray(toy.get_toy_sampler(dataset)(rng, num))
+  return np.asarray(_jitted_toy_sampler(dataset)(rng, num))
 
 
 def _run_cell(cell: Cell, spec, p_params, cache: _SamplerCache) -> tuple[dict, np.ndarray]:
@@ -517,7 +524,8 @@ def write_plots(rows: list[dict], spec, cells: list[Cell], workdir: str) -> list
       for col in cols:
         lines = {}
         for r in (r for r in mine if r.get(col_key) == col):
-          xs = lines.setdefault(r['sampler'], ([], [], []))
+          # One line per sampler: settings axes (e.g. the ODE's rtol) are points along it.
+          xs = lines.setdefault(r['sampler'].split('[')[0], ([], [], []))
           xs[0].append(r['nfe'])
           xs[1].append(r[metric])
           xs[2].append(r[metric + '_se'] or 0.0)
@@ -526,7 +534,7 @@ def write_plots(rows: list[dict], spec, cells: list[Cell], workdir: str) -> list
       panels.append(line_row)
   plot_dir = os.path.join(workdir, 'plots')
   paths = [plotting.metric_vs_nfe(panels, os.path.join(plot_dir, 'metric_vs_nfe.png'))]
-  picture_rows = []
+  picture_rows, row_labels = [], []
   seed = spec.seeds[0]
   for variant in dict.fromkeys(c.variant for c in cells if c.seed == seed):
     best: dict[str, Cell] = {}
@@ -538,10 +546,12 @@ def write_plots(rows: list[dict], spec, cells: list[Cell], workdir: str) -> list
     for c in best.values():
       path = os.path.join(workdir, 'cells', c.name + '.npy')
       if os.path.exists(path):
-        row.append((f'{variant.name}\n{c.sampler} ({c.nfe_budget or "adaptive"} NFE)',
-                    np.load(path), reference_data(c.config.data.dataset, 2000, seed)))
+        row.append((f'{c.sampler}, NFE {c.nfe_budget or "adaptive"}', np.load(path),
+                    reference_data(c.config.data.dataset, 2000, seed)))
     picture_rows.append(row)
-  paths.append(plotting.scatter_panels(picture_rows, os.path.join(plot_dir, 'samples.png')))
+    row_labels.append(', '.join(str(v) for p, v in variant.values if p != 'seed'))
+  paths.append(plotting.scatter_panels(picture_rows, os.path.join(plot_dir, 'samples.png'),
+                                       row_labels))
   return paths
 
 

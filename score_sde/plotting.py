@@ -104,7 +104,7 @@ def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') 
 
   panels[r][c] = {'title': str, 'ylabel': str, 'lines': {label: (nfe, mean, std_err)}}, each a
   list; a label keeps its colour in every panel. The y axis is logarithmic in a panel whose
-  values are all positive.
+  values are all positive and span more than a factor 20.
   """
   n_rows, n_cols = len(panels), max(len(r) for r in panels)
   labels = list(dict.fromkeys(k for r in panels for p in r for k in p['lines']))
@@ -123,7 +123,10 @@ def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') 
         ax.errorbar(np.asarray(nfe)[order], np.asarray(mean)[order], yerr=np.asarray(se)[order],
                     marker='o', ms=3, lw=1.2, capsize=2, color=colors[label], label=label)
       ax.set_xscale('log')
-      if all_y and min(all_y) > 0:
+      ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+      ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+      if all_y and min(all_y) > 0 and max(all_y) > 20 * min(all_y):
         ax.set_yscale('log')
       ax.set_title(panel['title'], fontsize=9)
       ax.set_ylabel(panel['ylabel'], fontsize=8)
@@ -140,9 +143,11 @@ def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') 
   return path
 
 
-def scatter_panels(rows: Sequence[Sequence[tuple]], path: str) -> str:
+def scatter_panels(rows: Sequence[Sequence[tuple]], path: str,
+                   row_labels: Sequence[str] | None = None) -> str:
   """Samples side by side: rows[r][c] = (title, samples (N, 2), data (M, 2) or None); the data
-  is drawn faintly under the samples; each row shares the square view of its data."""
+  is drawn faintly under the samples; each row shares the square view of its data and is named
+  by ``row_labels[r]`` on the left."""
   n_rows, n_cols = len(rows), max(1, max((len(r) for r in rows), default=1))
   fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.4 * n_rows), squeeze=False)
   for r, row in enumerate(rows):
@@ -155,11 +160,13 @@ def scatter_panels(rows: Sequence[Sequence[tuple]], path: str) -> str:
       if c >= len(row):
         ax.axis('off')
         continue
+      if c == 0 and row_labels is not None:
+        ax.set_ylabel(row_labels[r], fontsize=7)
       title, samples, data = row[c]
       if data is not None:
         ax.scatter(data[:, 0], data[:, 1], s=0.5, color='0.8', zorder=0)
       ax.scatter(samples[:, 0], samples[:, 1], s=0.5, alpha=0.6, color='tab:blue')
-      ax.set_title(title, fontsize=6)
+      ax.set_title(title, fontsize=7)
       _square_axes(ax, lim)
   fig.tight_layout()
   fig.savefig(_ensure_dir(path), dpi=80)
