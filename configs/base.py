@@ -67,6 +67,10 @@ def get_base_config():
   evaluate.likelihood_rtol = 1e-5
   evaluate.likelihood_atol = 1e-5
   evaluate.likelihood_eps = 1e-5         # the probability-flow ODE starts at t = eps
+  evaluate.inception_weights = placeholder(str)      # FID Inception .npz made once by
+                                         # `python -m score_sde.evaluation.convert_inception`
+  evaluate.stats_path = placeholder(str)             # reference statistics .npz; None: cached
+                                         # next to the data (evaluation/reference_stats.py)
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'spiral'
