@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import functools
 import importlib.util
 import itertools
 import json
@@ -342,17 +341,6 @@ class _SamplerCache:
     return compiled, time.time() - t0
 
 
-@functools.lru_cache(maxsize=None)
-def _jitted_toy_sampler(dataset: str):
-  return jax.jit(toy.get_toy_sampler(dataset), static_argnums=1)
-
-
-def reference_data(dataset: str, num: int, seed: int) -> np.ndarray:
-  """The data points a cell's samples are compared with: fresh draws, fixed by the seed."""
-  rng = jax.random.fold_in(jax.random.PRNGKey(20210101), seed)
-  return np.asarray(_jitted_toy_sampler(dataset)(rng, num))
-
-
 def _run_cell(cell: Cell, spec, p_params, cache: _SamplerCache) -> tuple[dict, np.ndarray]:
   config = cell.config
   rng = jax.random.PRNGKey(cell.seed)
@@ -361,7 +349,7 @@ def _run_cell(cell: Cell, spec, p_params, cache: _SamplerCache) -> tuple[dict, n
   samples, nfe = fn(p_params, rng)
   samples = parallel.unshard(parallel.to_host(samples))
   sample_seconds = time.time() - t0
-  data = reference_data(config.data.dataset, spec.num_samples, cell.seed)
+  data = toy_metrics.reference_data(config.data.dataset, spec.num_samples, cell.seed)
   metrics = toy_metrics.compute(list(spec.metrics), samples, data, config.data.dataset,
                                 jax.random.fold_in(rng, 1), spec.metric_options.to_dict())
   return {'cell': cell.name, 'variant': cell.variant.name, 'sampler': cell.sampler,
@@ -547,7 +535,7 @@ def write_plots(rows: list[dict], spec, cells: list[Cell], workdir: str) -> list
       path = os.path.join(workdir, 'cells', c.name + '.npy')
       if os.path.exists(path):
         row.append((f'{c.sampler}, NFE {c.nfe_budget or "adaptive"}', np.load(path),
-                    reference_data(c.config.data.dataset, 2000, seed)))
+                    toy_metrics.reference_data(c.config.data.dataset, 2000, seed)))
     picture_rows.append(row)
     row_labels.append(', '.join(str(v) for p, v in variant.values if p != 'seed'))
   paths.append(plotting.scatter_panels(picture_rows, os.path.join(plot_dir, 'samples.png'),

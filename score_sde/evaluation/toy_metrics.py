@@ -102,6 +102,18 @@ def mmd(x, y, bandwidth: float) -> tuple[float, float]:
   return float(value), float(std_err)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_toy_sampler(dataset: str):
+  return jax.jit(toy.get_toy_sampler(dataset), static_argnums=1)
+
+
+def reference_data(dataset: str, num: int, seed: int = 0) -> np.ndarray:
+  """``num`` data points (num, D) that samples are compared with: fresh draws of the toy
+  distribution, fixed by ``seed`` and independent of the training data stream."""
+  rng = jax.random.fold_in(jax.random.PRNGKey(20210101), seed)
+  return np.asarray(_jitted_toy_sampler(dataset)(rng, num))
+
+
 def _check_points(x, name: str) -> jax.Array:
   x = jnp.asarray(x, jnp.float32)
   if x.ndim != 2 or x.shape[0] < 2:
