@@ -377,30 +377,55 @@ def run(spec, workdir: str, devices: Sequence | None = None,
   todo = [c for c in cells if results[c] is None]
   _say(f'{len(variants)} variants, {len(cells)} cells: {len(cells) - len(todo)} done, '
        f'{len(todo)} to run; results in {workdir}')
-  cache, t_start, done_now = _SamplerCache(devices), time.time(), 0
+  cache, clock = _SamplerCache(devices), _Eta(len(todo), len({c.variant for c in todo}))
   for variant in variants:
     mine = [c for c in todo if c.variant == variant]
     if not mine:
       continue
+    t0 = time.time()
     params, train_seconds = _train(variant, workdir, devices)
     p_params = parallel.replicate(params, devices)
+    clock.trained(time.time() - t0)
     for cell in mine:
+      t0 = time.time()
       result, samples = _run_cell(cell, spec, p_params, cache)
       result.update(key=cell.key(spec), train_seconds=train_seconds)
       if cell.seed == spec.seeds[0]:   # pictures use the first seed's samples
         np.save(os.path.join(cell_dir, cell.name + '.npy'), samples)
       _write_json(os.path.join(cell_dir, cell.name + '.json'), result)
       results[cell] = result
-      done_now += 1
-      eta = (time.time() - t_start) / done_now * (len(todo) - done_now)
-      _say(f'[{len(cells) - len(todo) + done_now}/{len(cells)}] {cell.name}: NFE {result["nfe"]}, '
-           f'{_metric_summary(result["metrics"])}  ETA {_format_eta(eta)}')
+      clock.cell_done(time.time() - t0)
+      _say(f'[{len(cells) - clock.cells_left}/{len(cells)}] {cell.name}: NFE {result["nfe"]}, '
+           f'{_metric_summary(result["metrics"])}  ETA {_format_eta(clock.eta())}')
       if on_cell is not None:
         on_cell(cell, result)
   rows = aggregate(spec, cells, results)
   paths = write_tables(rows, spec, workdir) + write_plots(rows, spec, cells, workdir)
   _say('Wrote ' + ', '.join(paths))
   return rows
+
+
+class _Eta:
+  """Time left: the mean training time so far x models left, plus the mean cell time so far
+  x cells left (a cell's time includes compiling its sampler when no earlier cell did)."""
+
+  def __init__(self, cells: int, models: int):
+    self.cells_left, self.models_left = cells, models
+    self._train, self._cells, self._trained, self._done = 0.0, 0.0, 0, 0
+
+  def trained(self, seconds: float):
+    self._train += seconds
+    self._trained += 1
+    self.models_left -= 1
+
+  def cell_done(self, seconds: float):
+    self._cells += seconds
+    self._done += 1
+    self.cells_left -= 1
+
+  def eta(self) -> float:
+    return (self._train / max(self._trained, 1) * self.models_left
+            + self._cells / max(self._done, 1) * self.cells_left)
 
 
 def _say(message: str) -> None:
@@ -549,8 +574,10 @@ def write_plots(rows: list[dict], spec, cells: list[Cell], workdir: str) -> list
 
 def main(argv):
   del argv
-  from absl import flags
+  from absl import flags, logging
   flags_ = flags.FLAGS
+  if not flags_['verbosity'].present:   # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
   try:
     run(flags_.spec, flags_.workdir)
   except ScoreSDEError as e:   # TODO(lead): use score_sde/cli.py (failwell) once merged
