@@ -81,6 +81,10 @@ def get_base_config():
                                          # `python -m score_sde.evaluation.convert_inception`
   evaluate.stats_path = placeholder(str)             # reference statistics .npz; None: cached
                                          # next to the data (evaluation/reference_stats.py)
+  evaluate.loss_num_examples = 10000     # eval-split examples the loss is averaged over
+  evaluate.toy_metrics = ('nll', 'sliced_wasserstein', 'mmd')   # 2-D data (evaluation/toy_metrics.py)
+  evaluate.mmd_bandwidth = 0.1           # Gaussian kernel bandwidth of the toy MMD (data units)
+  evaluate.sw_projections = 256          # directions of the toy sliced Wasserstein distance
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'spiral'

@@ -1,4 +1,4 @@
-"""``evaluation.evaluate``: checkpoints -> likelihoods on 8 devices, against closed form.
+"""``bpd.evaluate``: checkpoints -> likelihoods on 8 devices, against closed form.
 
 A freshly initialised MLP has a zero output layer, so its VP score is exactly 0 and the
 probability flow is dx/dt = -beta(t) x / 2: x(T) = x exp(-(B(T) - B(eps)) / 2) and
@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from scipy import stats
 
 from configs import base, default_toy
-from score_sde import checkpointing, datasets, evaluation, models, sde_lib, training
+from score_sde import checkpointing, datasets, models, sde_lib, training
 from score_sde.evaluation import bpd as bpd_lib
 
 
@@ -59,7 +59,7 @@ def test_toy_nll_in_nats_matches_closed_form(tmp_path):
   config = toy_config()
   config.eval.begin_ckpt = 2      # snapshot 2 = step 16: step 8 is skipped
   _save_checkpoints(config, tmp_path, [8, 16])
-  results = evaluation.evaluate(config, str(tmp_path))
+  results = bpd_lib.evaluate(config, str(tmp_path))
   assert list(results) == [16]
   with open(tmp_path / 'eval' / 'bpd_16.json') as f:
     saved = json.load(f)
@@ -97,7 +97,7 @@ def test_image_bpd_on_mock_cifar10_matches_closed_form(tmp_path, monkeypatch):
   config.eval.num_repeats = 2
   _save_checkpoints(config, tmp_path, [4])
   with tfds.testing.mock_data(num_examples=37, policy=tfds.testing.MockPolicy.USE_CODE):
-    result = evaluation.evaluate(config, str(tmp_path))[4]
+    result = bpd_lib.evaluate(config, str(tmp_path))[4]
     it = datasets.get_dataset(config, 'test', num_local_devices=8, batch_size=16,
                               evaluation=True, num_repeats=2, uniform_dequantization=True)
     batches = list(it)
@@ -119,14 +119,14 @@ def test_bpd_disabled_raises(tmp_path):
   config = toy_config()
   config.eval.enable_bpd = False
   with pytest.raises(ValueError, match='enable_bpd'):
-    evaluation.evaluate(config, str(tmp_path))
+    bpd_lib.evaluate(config, str(tmp_path))
 
 
 def test_no_checkpoint_in_range_lists_available_steps(tmp_path):
   config = toy_config()
   _save_checkpoints(config, tmp_path, [4])
   with pytest.raises(checkpointing.CheckpointError, match=r'available steps: \[4\]'):
-    evaluation.evaluate(config, str(tmp_path))
+    bpd_lib.evaluate(config, str(tmp_path))
 
 
 def test_unknown_split_raises(tmp_path):
@@ -134,4 +134,4 @@ def test_unknown_split_raises(tmp_path):
   config.eval.bpd_dataset = 'validation'
   _save_checkpoints(config, tmp_path, [8])
   with pytest.raises(ValueError, match="'train', 'test'"):
-    evaluation.evaluate(config, str(tmp_path))
+    bpd_lib.evaluate(config, str(tmp_path))

@@ -1,0 +1,334 @@
+"""The paper's evaluation loop (``train.py --mode=eval``): checkpoints -> metrics, resumable.
+
+For every stored checkpoint in [``eval.begin_ckpt``, ``eval.end_ckpt``] (snapshot i is step
+i * ``training.snapshot_freq``), with the EMA parameters, on all local devices:
+  loss      ``eval.enable_loss``: the training objective on the eval split, averaged over
+            ``eval.loss_num_examples`` examples (batches of ``eval.batch_size``)
+  bpd       ``eval.enable_bpd``: bits/dim (images) or NLL in nats (2-D) through the
+            probability-flow ODE (``bpd.evaluate_checkpoint``)
+  samples   ``eval.enable_sampling``: ``eval.num_samples`` samples with ``config.sampling``, in
+            rounds of ``eval.batch_size``; images: FID and KID (pool_3) against the reference
+            statistics (``reference_stats``) and IS (logits); 2-D data: ``eval.toy_metrics``
+            against fresh data draws (``toy_metrics``)
+Resuming: each sampling round is saved as ``<workdir>/eval/ckpt_<step>/round_<r>.npz`` (samples;
+images also their features), the loss / bpd results as ``ckpt_<step>/partial.json`` and the
+checkpoint's report as ``eval/report_<step>.json``, each written to a temporary file and renamed;
+a rerun skips finished checkpoints and rounds. ``eval/summary.md`` / ``summary.csv`` tabulate all
+reports. The Inception network is injectable (``feature_fn``) so tests can use a stand-in.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from score_sde import checkpointing, datasets, generation, models, parallel, sde_lib
+from score_sde.errors import ConfigError
+from score_sde.evaluation import bpd, toy_metrics
+
+# images (N, H, W, C) uint8 -> {'pool_3': (N, d), 'logits_unbiased': (N, k)} numpy arrays.
+FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def eval_dir(workdir: str) -> str:
+  return os.path.join(workdir, 'eval')
+
+
+def _atomic_json(path: str, obj) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def _read_json(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def _eta(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+# ------------------------------------------------------------------------------------------------
+# Set-up: everything that can fail on bad input, before any work
+# ------------------------------------------------------------------------------------------------
+
+def _check_config(config) -> None:
+  ev = config.eval
+  if not (ev.enable_loss or ev.enable_bpd or ev.enable_sampling):
+    raise ConfigError('Nothing to evaluate: set eval.enable_loss, eval.enable_bpd or '
+                      'eval.enable_sampling.')
+  if ev.enable_sampling and not bpd.is_image_data(config):
+    toy_metrics.check_metric_names(ev.toy_metrics)
+  if ev.enable_sampling and ev.num_samples < 2:
+    raise ConfigError(f'eval.num_samples must be >= 2, got {ev.num_samples}.')
+
+
+def _steps(config, workdir: str) -> list[int]:
+  ckpt_dir = checkpointing.checkpoint_dir(workdir)
+  available = []
+  if os.path.isdir(ckpt_dir):
+    ckpt = checkpointing.Checkpointer(ckpt_dir, read_only=True)
+    available = ckpt.all_steps()
+    ckpt.close()
+  ev, freq = config.eval, config.training.snapshot_freq
+  steps = bpd.steps_to_evaluate(available, ev.begin_ckpt, ev.end_ckpt, freq)
+  if not steps:
+    hi = 'any' if ev.end_ckpt is None else ev.end_ckpt * freq
+    raise ConfigError(
+        f'No checkpoint in {ckpt_dir} between snapshots eval.begin_ckpt={ev.begin_ckpt} and '
+        f'eval.end_ckpt={ev.end_ckpt} (steps {ev.begin_ckpt * freq} to {hi}); available steps: '
+        f'{available}. Change eval.begin_ckpt / eval.end_ckpt.')
+  return steps
+
+
+def _image_references(config, feature_fn: FeatureFn | None):
+  """(feature_fn, reference statistics) for image sampling; a missing weights file or dataset
+  fails here, before any checkpoint is touched."""
+  from score_sde.evaluation import inception, reference_stats
+  if feature_fn is None:
+    feature_fn = inception.get_feature_fn(
+        inception.load_variables(config.eval.get('inception_weights')))
+  return feature_fn, reference_stats.get_reference_stats(config, feature_fn=feature_fn)
+
+
+# ------------------------------------------------------------------------------------------------
+# The three measurements of one checkpoint
+# ------------------------------------------------------------------------------------------------
+
+def _loss(config, p_eval_step, p_state, num_devices: int, rng) -> dict:
+  """Mean eval-split loss over ``eval.loss_num_examples`` examples (whole batches)."""
+  it = datasets.get_dataset(config, 'test', num_local_devices=num_devices,
+                            batch_size=config.eval.batch_size)
+  num_batches = max(1, math.ceil(config.eval.loss_num_examples / config.eval.batch_size))
+  losses = []
+  for i in range(num_batches):
+    _, metrics = p_eval_step(p_state, next(it), jax.random.fold_in(rng, i))
+    losses.append(float(np.asarray(metrics['loss'])[0]))
+  losses = np.asarray(losses, np.float64)
+  se = losses.std(ddof=1) / math.sqrt(len(losses)) if len(losses) > 1 else float('nan')
+  return {'mean': float(losses.mean()), 'std_err': float(se),
+          'num_examples': num_batches * config.eval.batch_size}
+
+
+def _to_uint8(config, samples: np.ndarray) -> np.ndarray:
+  """Model-space samples -> uint8 pixels, as the paper: clip(inverse_scaler(x) * 255) rounded."""
+  images = np.asarray(datasets.get_data_inverse_scaler(config)(samples))
+  return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+
+
+def _sample_round(sample_fn, p_params, rng) -> tuple[np.ndarray, int]:
+  samples, nfe = sample_fn(p_params, rng)
+  return parallel.unshard(parallel.to_host(samples)), int(np.asarray(nfe).reshape(-1)[0])
+
+
+def _samples(config, sample_fn, p_params, step: int, workdir: str, feature_fn,
+             rng) -> tuple[dict[str, np.ndarray], int]:
+  """All rounds of a checkpoint, reading finished ones from disk; returns the arrays
+  (images: uint8 'samples', 'pool_3', 'logits_unbiased'; 2-D: 'samples') and the NFE."""
+  ev = config.eval
+  rounds = math.ceil(ev.num_samples / ev.batch_size)
+  out_dir = os.path.join(eval_dir(workdir), f'ckpt_{step}')
+  os.makedirs(out_dir, exist_ok=True)
+  parts, nfe, t0, fresh = [], 0, time.time(), 0
+  for r in range(rounds):
+    path = os.path.join(out_dir, f'round_{r}.npz')
+    if os.path.exists(path):
+      with np.load(path) as f:
+        parts.append({k: f[k] for k in f.files})
+      nfe = int(parts[-1]['nfe'])
+      continue
+    samples, nfe = _sample_round(sample_fn, p_params, jax.random.fold_in(rng, r))
+    arrays = {'samples': samples, 'nfe': np.asarray(nfe)}
+    if bpd.is_image_data(config):
+      arrays['samples'] = _to_uint8(config, samples)
+      arrays.update(feature_fn(arrays['samples']))
+    tmp = path[:-4] + '.tmp.npz'
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    parts.append(arrays)
+    fresh += 1
+    eta = (time.time() - t0) / fresh * (rounds - r - 1)
+    _say(f'  step {step}: sampling round {r + 1}/{rounds} ({nfe} NFE)  ETA {_eta(eta)}')
+  keys = [k for k in parts[0] if k != 'nfe']
+  return {k: np.concatenate([p[k] for p in parts])[:ev.num_samples] for k in keys}, nfe
+
+
+def _sample_metrics(config, arrays: dict, reference, rng) -> dict:
+  ev = config.eval
+  if not bpd.is_image_data(config):
+    data = toy_metrics.reference_data(config.data.dataset, ev.num_samples)
+    found = toy_metrics.compute(list(ev.toy_metrics), arrays['samples'], data,
+                                config.data.dataset, rng,
+                                {'mmd_bandwidth': ev.mmd_bandwidth,
+                                 'sw_projections': ev.sw_projections})
+    return {k: v for k, v in found.items() if v is not None}
+  from score_sde.evaluation import metrics
+  pool_3 = np.asarray(arrays['pool_3'], np.float64)
+  mu, sigma = metrics.feature_statistics(pool_3)
+  out = {'fid': {'value': metrics.frechet_distance(mu, sigma, reference.mu, reference.sigma),
+                 'std_err': None}}
+  if reference.pool_3 is not None:
+    size = min(1000, len(pool_3), len(reference.pool_3))
+    value, se = metrics.kid(pool_3, reference.pool_3, subset_size=size)
+    out['kid'] = {'value': value, 'std_err': se}
+  inception_score, is_std = metrics.inception_score(arrays['logits_unbiased'],
+                                                    splits=min(10, len(pool_3)))
+  out['is'] = {'value': inception_score, 'std_err': None, 'std_over_splits': is_std}
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+
+def evaluate(config, workdir: str, devices: Sequence | None = None,
+             feature_fn: FeatureFn | None = None) -> dict[int, dict]:
+  """Evaluates the checkpoints of ``workdir`` chosen by ``config.eval``; returns {step: report}.
+
+  feature_fn: images (N, H, W, C) uint8 -> {'pool_3', 'logits_unbiased'}; default the FID
+  Inception with ``eval.inception_weights`` (only loaded when image sampling is enabled).
+  Raises ``ConfigError`` (nothing enabled, an empty checkpoint range, unknown metric) or
+  ``MissingFileError`` (no Inception weights) before any work.
+  """
+  _check_config(config)
+  devices = list(devices or jax.local_devices())
+  n_dev = len(devices)
+  ev = config.eval
+  steps = _steps(config, workdir)
+  sde, model = sde_lib.get_sde(config), models.get_model(config)
+  image = bpd.is_image_data(config)
+  reference = None
+  if ev.enable_sampling and image:
+    feature_fn, reference = _image_references(config, feature_fn)
+  try:
+    per_device = parallel.per_device_batch_size(ev.batch_size, n_dev)
+  except ValueError as e:
+    raise ConfigError(f'eval.batch_size: {e}') from e
+  from score_sde import training   # the train state's structure and the eval step
+  optimizer = training.get_optimizer(config.optim)
+  template = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+  p_eval_step = p_bpd_step = sample_fn = None
+  if ev.enable_loss:
+    p_eval_step = parallel.pmap_step(training.get_step_fns(config, sde, model, optimizer)[1],
+                                     devices, donate=False)
+  if ev.enable_bpd:
+    p_bpd_step = parallel.pmap_step(bpd.get_eval_step(config, sde, model), devices, donate=False)
+  if ev.enable_sampling:
+    sampling_config = config.copy_and_resolve_references()
+    sampling_config.sampling.batch_size = ev.batch_size
+    sample_fn = generation.get_sample_fn(sampling_config, sde, model, per_device, devices)
+
+  out = eval_dir(workdir)
+  reports, t_start, done_now = {}, time.time(), 0
+  todo = [s for s in steps if _read_json(os.path.join(out, f'report_{s}.json')) is None]
+  _say(f'Evaluating {len(steps)} checkpoints ({len(steps) - len(todo)} done before): {steps}')
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
+  try:
+    for step in steps:
+      report_path = os.path.join(out, f'report_{step}.json')
+      reports[step] = _read_json(report_path)
+      if reports[step] is not None:
+        continue
+      t0 = time.time()
+      state, _ = ckpt.restore(template, step)
+      rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
+      partial_path = os.path.join(out, f'ckpt_{step}', 'partial.json')
+      report = _read_json(partial_path) or {'step': step, 'dataset': config.data.dataset}
+      if ev.enable_loss and 'loss' not in report:
+        report['loss'] = _loss(config, p_eval_step, parallel.replicate(state, devices), n_dev,
+                               jax.random.fold_in(rng, 1))
+        _atomic_json(partial_path, report)
+      p_params = parallel.replicate(state.ema_params, devices)
+      if ev.enable_bpd and 'likelihood' not in report:
+        report['likelihood'] = {'metric': 'bpd' if image else 'nll_nats', **bpd.evaluate_checkpoint(
+            config, p_bpd_step, p_params, n_dev, jax.random.fold_in(rng, 2))}
+        _atomic_json(partial_path, report)
+        bpd._write_result(workdir, step, {'step': step, **report['likelihood']})
+      if ev.enable_sampling:
+        arrays, nfe = _samples(config, sample_fn, p_params, step, workdir, feature_fn,
+                               jax.random.fold_in(rng, 3))
+        report['sampling'] = {'method': config.sampling.method, 'nfe': nfe,
+                              'num_samples': int(len(arrays['samples'])),
+                              **_sample_metrics(config, arrays, reference,
+                                                jax.random.fold_in(rng, 4))}
+      report['seconds'] = time.time() - t0
+      if jax.process_index() == 0:
+        _atomic_json(report_path, report)
+      reports[step] = report
+      done_now += 1
+      eta = (time.time() - t_start) / done_now * (len(todo) - done_now)
+      _say(f'step {step}: {_summary_line(report)}  ({report["seconds"]:.1f}s; ETA {_eta(eta)})')
+  finally:
+    ckpt.close()
+  if jax.process_index() == 0:
+    paths = write_summary(reports, out)
+    _say('Wrote ' + ', '.join(paths))
+  return reports
+
+
+def _flatten(report: dict) -> dict[str, Any]:
+  """{'loss': ..., 'bpd': ..., 'fid': ..., 'fid_se': ...}: one row of the summary table."""
+  row = {'step': report['step']}
+  if 'loss' in report:
+    row['loss'], row['loss_se'] = report['loss']['mean'], report['loss']['std_err']
+  if 'likelihood' in report:
+    name = report['likelihood']['metric']
+    row[name], row[name + '_se'] = report['likelihood']['mean'], report['likelihood']['std_err']
+  if 'sampling' in report:
+    row['nfe'] = report['sampling']['nfe']
+    for k, v in report['sampling'].items():
+      if isinstance(v, dict):
+        row[k], row[k + '_se'] = v['value'], v['std_err']
+  return row
+
+
+def _summary_line(report: dict) -> str:
+  row = _flatten(report)
+  return ', '.join(f'{k} {v:.5g}' for k, v in row.items()
+                   if k != 'step' and not k.endswith('_se') and v is not None)
+
+
+def write_summary(reports: dict[int, dict], out: str) -> list[str]:
+  """``summary.csv`` (every number) and ``summary.md`` (value ± standard error) over steps."""
+  rows = [_flatten(reports[s]) for s in sorted(reports)]
+  fields = list(dict.fromkeys(k for r in rows for k in r))
+  csv_path, md_path = os.path.join(out, 'summary.csv'), os.path.join(out, 'summary.md')
+  with open(csv_path + '.tmp', 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(csv_path + '.tmp', csv_path)
+  names = [k for k in fields if not k.endswith('_se')]
+  lines = ['| ' + ' | '.join(names) + ' |', '|' + '---|' * len(names)]
+  for r in rows:
+    cells = []
+    for k in names:
+      v, se = r.get(k), r.get(k + '_se')
+      if v is None:
+        cells.append('—')
+      elif k in ('step', 'nfe'):
+        cells.append(str(int(v)))
+      else:
+        cells.append(f'{v:.5g}' + (f' ± {se:.2g}' if se is not None and np.isfinite(se) else ''))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  with open(md_path + '.tmp', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  os.replace(md_path + '.tmp', md_path)
+  return [md_path, csv_path]
