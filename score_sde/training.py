@@ -57,7 +57,8 @@ def get_step_fns(config, sde, model, optimizer):
   """(train_step, eval_step), both ``(state, batch, rng, axis_name=None)``."""
   kwargs = dict(ema_rate=config.model.ema_rate, continuous=config.training.continuous,
                 reduce_mean=config.training.reduce_mean,
-                likelihood_weighting=config.training.likelihood_weighting)
+                likelihood_weighting=config.training.likelihood_weighting,
+                objective=config.training.get('objective', None))
   return (losses.get_step_fn(sde, model, optimizer, train=True, **kwargs),
           losses.get_step_fn(sde, model, optimizer, train=False, **kwargs))
 
