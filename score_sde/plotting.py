@@ -97,3 +97,71 @@ def score_field(score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], times:
   fig.savefig(_ensure_dir(path), dpi=110)
   plt.close(fig)
   return path
+
+
+def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') -> str:
+  """A grid of metric-vs-NFE panels, log-scaled NFE axis, error bars where given.
+
+  panels[r][c] = {'title': str, 'ylabel': str, 'lines': {label: (nfe, mean, std_err)}}, each a
+  list; a label keeps its colour in every panel. The y axis is logarithmic in a panel whose
+  values are all positive.
+  """
+  n_rows, n_cols = len(panels), max(len(r) for r in panels)
+  labels = list(dict.fromkeys(k for r in panels for p in r for k in p['lines']))
+  colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(labels)}
+  fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.6 * n_rows), squeeze=False)
+  for r, row in enumerate(panels):
+    for c in range(n_cols):
+      ax = axes[r][c]
+      if c >= len(row):
+        ax.axis('off')
+        continue
+      panel = row[c]
+      all_y = [y for nfe, mean, _ in panel['lines'].values() for y in mean]
+      for label, (nfe, mean, se) in panel['lines'].items():
+        order = np.argsort(nfe)
+        ax.errorbar(np.asarray(nfe)[order], np.asarray(mean)[order], yerr=np.asarray(se)[order],
+                    marker='o', ms=3, lw=1.2, capsize=2, color=colors[label], label=label)
+      ax.set_xscale('log')
+      if all_y and min(all_y) > 0:
+        ax.set_yscale('log')
+      ax.set_title(panel['title'], fontsize=9)
+      ax.set_ylabel(panel['ylabel'], fontsize=8)
+      ax.tick_params(labelsize=7)
+      if r == n_rows - 1:
+        ax.set_xlabel('NFE', fontsize=8)
+  handles = [plt.Line2D([], [], color=colors[k], marker='o', ms=3) for k in labels]
+  fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 6), fontsize=8,
+             frameon=False)
+  fig.suptitle(title)
+  fig.tight_layout(rect=(0, 0.04 + 0.02 * (len(labels) > 6), 1, 1))
+  fig.savefig(_ensure_dir(path), dpi=80)
+  plt.close(fig)
+  return path
+
+
+def scatter_panels(rows: Sequence[Sequence[tuple]], path: str) -> str:
+  """Samples side by side: rows[r][c] = (title, samples (N, 2), data (M, 2) or None); the data
+  is drawn faintly under the samples; each row shares the square view of its data."""
+  n_rows, n_cols = len(rows), max(1, max((len(r) for r in rows), default=1))
+  fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.4 * n_rows), squeeze=False)
+  for r, row in enumerate(rows):
+    lim = extent(row[0][2] if row and row[0][2] is not None else
+                 (row[0][1] if row else np.ones((1, 2))))
+    for c in range(n_cols):
+      ax = axes[r][c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if c >= len(row):
+        ax.axis('off')
+        continue
+      title, samples, data = row[c]
+      if data is not None:
+        ax.scatter(data[:, 0], data[:, 1], s=0.5, color='0.8', zorder=0)
+      ax.scatter(samples[:, 0], samples[:, 1], s=0.5, alpha=0.6, color='tab:blue')
+      ax.set_title(title, fontsize=6)
+      _square_axes(ax, lim)
+  fig.tight_layout()
+  fig.savefig(_ensure_dir(path), dpi=80)
+  plt.close(fig)
+  return path
