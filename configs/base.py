@@ -14,7 +14,9 @@ def get_base_config():
   config.seed = 42
 
   config.training = training = ml_collections.ConfigDict()
-  training.sde = 'vpsde'                 # 'vpsde' | 'subvpsde' | 'vesde'
+  training.sde = 'vpsde'                 # 'vpsde' | 'subvpsde' | 'vesde' | 'rectified_flow' | 'edm'
+  training.objective = placeholder(str)  # None / 'score': the DSM loss; 'eps' | 'x0' | 'velocity'
+                                         # (flow matching): unweighted regression of that quantity
   training.continuous = True             # continuous-time DSM; False: the discrete SMLD / DDPM loss
   training.reduce_mean = False           # mean (True) or sum (False) of the per-example loss over dims
   training.likelihood_weighting = False  # lambda(t) = g(t)^2 (Song et al. 2021b)
@@ -129,6 +131,14 @@ def get_base_config():
   classifier.batch_size = 512
   classifier.lr = 1e-3
   classifier.log_freq = 100
+  model.sigma_data = 0.5                 # EDM preconditioning's data std
+  model.parameterization = placeholder(str)   # network output: 'score' | 'eps' | 'x0' | 'velocity';
+                                         # None: the SDE's default (VE: score, others: eps)
+  model.t_max = 0.99                     # rectified flow: its end time T < 1 (m(1) = 0)
+  model.rho = 7.0                        # EDM process: sigma(t) = (a + t (b - a))^rho,
+                                         # a, b = sigma_min^(1/rho), sigma_max^(1/rho)
+  model.P_mean = -1.2                    # EDM process: training ln sigma ~ N(P_mean, P_std^2)
+  model.P_std = 1.2
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'Adam'

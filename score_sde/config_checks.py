@@ -44,9 +44,9 @@ POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'tra
 NON_NEGATIVE = ('optim.warmup', 'optim.grad_clip', 'optim.weight_decay')
 UNIT_INTERVAL = ('model.ema_rate', 'model.dropout')
 
-# Models whose noise conditioning the EDM wrapper (models/precond.py) cannot drive: the MLP's
-# labels and NCSNv2's sigma division are the paper's parameterisation only.
-PAPER_PRECOND_ONLY = ('mlp', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256')
+# Models whose noise conditioning the EDM wrapper (models/precond.py) cannot drive: NCSNv2's
+# sigma division is the paper's parameterisation only.
+PAPER_PRECOND_ONLY = ('ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256')
 
 
 def _get(config, key: str, default=None):

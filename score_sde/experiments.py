@@ -9,7 +9,10 @@ A spec (an ml_collections file, see ``configs/experiments/``) has:
   base          a complete, locked config (e.g. ``default_toy.get_config()``) every variant starts from
   train_axes    nested like the config, leaves are lists: ``{'training': {'sde': ['vpsde', 'vesde']}}``
                 Their product gives the *variants*, each trained once (``training.train_and_evaluate``
-                in ``<workdir>/models/<variant>``, hence itself resumable)
+                in ``<workdir>/models/<variant>``, hence itself resumable). A list item may be a
+                *bundle* of settings that go together, ``{'name': 'rf', 'training.sde':
+                'rectified_flow', 'model.parameterization': 'velocity'}``; the axis (any name,
+                e.g. ``family``) then takes the value of its 'name'
   samplers      {name: {sampling key: value or list of values, ..., 'nfe': optional own budgets}}:
                 ``config.sampling`` settings; lists are axes of that sampler (e.g. ODE rtol)
   nfe           NFE budgets for fixed-step samplers (num_steps is derived: ``STEPS_FOR_NFE``);
@@ -189,10 +192,12 @@ def plan(spec) -> tuple[list[Variant], list[Cell]]:
   seeds_of_variant = list(spec.seeds) if spec.seed_scope == 'training' else [None]
   for combo in itertools.product(*[[(p, v) for v in vs] for p, vs in axes]):
     for seed in seeds_of_variant:
-      values = tuple(combo) + ((('seed', seed),) if seed is not None else ())
+      values = (tuple((p, _bundle(p, v)[0]) for p, v in combo)
+                + ((('seed', seed),) if seed is not None else ()))
       config = _copy(spec.base)
-      for path, value in values:
-        set_path(config, path, value)
+      for path, value in tuple(combo) + values[len(combo):]:
+        for setting, setting_value in _bundle(path, value)[1]:
+          set_path(config, setting, setting_value)
       name = _safe(','.join(f'{p.split(".")[-1]}={v}' for p, v in values) or 'base')
       _check_variant(config, name, spec)
       variants.append(Variant(name, values, config))
@@ -201,6 +206,16 @@ def plan(spec) -> tuple[list[Variant], list[Cell]]:
     for sampler_name in sorted(spec.samplers.keys()):
       cells.extend(_sampler_cells(spec, variant, sampler_name, checked))
   return variants, cells
+
+
+def _bundle(path: str, value) -> tuple[Any, list[tuple[str, Any]]]:
+  """(the value a variant is named and tabulated by, its [(config path, value)] settings): a
+  dict is a bundle named by its 'name', anything else sets ``path`` itself."""
+  if not isinstance(value, (dict, ml_collections.ConfigDict)):
+    return value, [(path, value)]
+  if 'name' not in value:
+    raise ConfigError(f'A bundle on train axis {path!r} needs a \'name\', got keys {sorted(value)}.')
+  return value['name'], [(k, v) for k, v in value.items() if k != 'name']
 
 
 def _check_variant(config, name: str, spec) -> None:

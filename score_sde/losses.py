@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import parallel, sde_lib
+from score_sde import parallel, parameterization, sde_lib
 from score_sde.errors import ConfigError
 from score_sde.models import precond
 from score_sde.models import utils as mutils
@@ -62,19 +62,54 @@ def _per_example_noise(rng, x, index_offset):
   return u, z
 
 
+# Processes with their own training distribution of noise levels: ln sigma ~ N(P_mean, P_std^2).
+LOG_NORMAL_TIMES = (sde_lib.EDMSDE,)
+
+
+def _training_times(sde, u, eps, edm):
+  """t ~ U(eps, T), or EDM's log-normal sigma (the process's own, else the EDM model's)."""
+  if type(sde) in LOG_NORMAL_TIMES:
+    return precond.sample_times(sde, u, eps, sde.P_mean, sde.P_std)
+  if edm is not None:
+    return precond.sample_times(sde, u, eps, edm.P_mean, edm.P_std)
+  return u * (sde.T - eps) + eps
+
+
+def check_objective(objective, *, continuous=True, likelihood_weighting=False, edm=None):
+  """Raises ConfigError for a ``training.objective`` the other settings cannot train."""
+  if objective is None or objective == 'score':
+    return
+  parameterization.check(objective, 'training.objective')
+  clash = ('training.continuous=False' if not continuous else
+           'training.likelihood_weighting=True' if likelihood_weighting else
+           "model.precond='edm'" if edm is not None else None)
+  if clash:
+    raise ConfigError(f'training.objective={objective!r} cannot be combined with {clash}: it '
+                      "regresses the continuous-time quantity unweighted; use 'score' (the "
+                      'weighted DSM loss) there.')
+
+
 def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
-               likelihood_weighting=False, eps=1e-5, index_offset=0, edm=None) -> jax.Array:
+               likelihood_weighting=False, eps=1e-5, index_offset=0, edm=None,
+               objective=None) -> jax.Array:
   """Per-example denoising score matching losses, (B, ...) -> (B,). See the module docstring.
 
   ``score_fn(x, t)`` takes times t (B,) float; with ``continuous=False`` it takes the integer
   steps i (B,) of the discrete chain instead (``models.utils.get_step_score_fn``).
 
   ``edm``: an ``EDMPrecond`` model: log-normal noise levels and EDM's weighting (models/precond).
+  ``objective``: None / 'score' is the loss above; 'eps' | 'x0' | 'velocity' regress that
+  quantity (``score_sde.parameterization``) unweighted: ||q_theta(x(t), t) - q||^2 with
+  q = a x(0) + b z, e.g. flow matching ('velocity': q = m'(t) x(0) + s'(t) z). At fixed x(t),
+  q - q_theta = s (b - a s / m) (score_theta - score), so each is the DSM loss with
+  lambda(t) = s^2 (b - a s / m)^2: s^2 for 'eps' (the default), s^4 / m^2 for 'x0' and
+  g(t)^4 / 4 for 'velocity'.
   """
+  check_objective(objective, continuous=continuous, likelihood_weighting=likelihood_weighting,
+                  edm=edm)
   u, z = _per_example_noise(rng, x, index_offset)
   if continuous:
-    t = (u * (sde.T - eps) + eps if edm is None
-         else precond.sample_times(sde, u, eps, edm.P_mean, edm.P_std))
+    t = _training_times(sde, u, eps, edm)
     mean, std = sde.marginal_prob(x, t)
   else:
     if type(sde) not in DISCRETE_KERNELS:
@@ -84,8 +119,14 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
     t = jnp.minimum((u * sde.N).astype(jnp.int32), sde.N - 1)   # the step index i
     mean_coeff, std = DISCRETE_KERNELS[type(sde)](sde, t)
     mean = sde_lib.batch_mul(mean_coeff, x)
-  score = score_fn(mean + sde_lib.batch_mul(std, z), t)
+  x_t = mean + sde_lib.batch_mul(std, z)
+  score = score_fn(x_t, t)
   reduce = jnp.mean if reduce_mean else jnp.sum
+  if objective not in (None, 'score'):
+    coeffs = parameterization.coefficients(sde, t)
+    residual = (parameterization.convert(score, x_t, 'score', objective, coeffs)
+                - parameterization.target(objective, x, z, coeffs))
+    return reduce(residual.reshape(x.shape[0], -1)**2, axis=-1)
   if continuous and likelihood_weighting:
     g2 = sde.sde(jnp.zeros_like(x), t)[1]**2
     residual = score + sde_lib.batch_mul(1.0 / std, z)
@@ -103,9 +144,13 @@ def drop_labels(rng, labels, num_classes: int, rate: float, index_offset=0) -> j
 
 
 def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
-                likelihood_weighting=False, eps=1e-5, label_dropout=0.0) -> Callable:
+                likelihood_weighting=False, eps=1e-5, label_dropout=0.0,
+                objective=None) -> Callable:
   """loss_fn(params, x, rng, index_offset, labels=None) -> (mean loss, per-example losses)."""
   num_classes = mutils.num_classes(model)
+  edm = model if isinstance(model, precond.EDMPrecond) else None
+  check_objective(objective, continuous=continuous, likelihood_weighting=likelihood_weighting,
+                  edm=edm)
 
   def loss_fn(params, x, rng, index_offset, labels=None):
     noise_rng, dropout_rng = jax.random.split(rng)
@@ -120,15 +165,14 @@ def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
                                          class_labels=labels))
     losses = dsm_losses(noise_rng, score_fn, x, sde, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
-                        index_offset=index_offset,
-                        edm=model if isinstance(model, precond.EDMPrecond) else None)
+                        index_offset=index_offset, edm=edm, objective=objective)
     return jnp.mean(losses), losses
   return loss_fn
 
 
 def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: bool,
                 ema_rate: float, continuous=True, reduce_mean=False, likelihood_weighting=False,
-                eps=1e-5, label_dropout=0.0) -> Callable:
+                eps=1e-5, label_dropout=0.0, objective=None) -> Callable:
   """One pure step ``step_fn(state, batch, rng, axis_name=None) -> (state, metrics)``.
 
   ``batch['image']`` is this device's (b, ...) slice of the global batch; ``rng`` is the run's
@@ -139,7 +183,7 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
   """
   loss_fn = get_loss_fn(sde, model, train=train, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
-                        label_dropout=label_dropout)
+                        label_dropout=label_dropout, objective=objective)
   conditional = bool(mutils.num_classes(model))
 
   def step_fn(state: TrainState, batch, rng, axis_name=None):

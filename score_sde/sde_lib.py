@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.errors import ConfigError
+
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -230,7 +232,155 @@ class VESDE:
     return ReverseSDE(self, score_fn, probability_flow)
 
 
-SDE = VPSDE | SubVPSDE | VESDE
+# ---------------------------------------------------------------------------------------------
+# Interpolant processes (stochastic-interpolant view): any x(t) = m(t) x(0) + s(t) z is the
+# marginal of the linear SDE dx = f(t) x dt + g(t) dw with
+#
+#     f = d log m / dt,        g^2 = d s^2 / dt - 2 f s^2,
+#
+# since the mean obeys dm/dt = f m and the variance d(s^2)/dt = 2 f s^2 + g^2 (Ito).
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Interpolant:
+  """Shared methods; a subclass defines ``mean_coeff`` m(t), ``std`` s(t), ``drift_coeff`` f(t),
+  ``diffusion_sq`` g(t)^2 in closed form, ``T`` and ``prior_std`` (the prior is N(0, s(T)^2 I))."""
+
+  def sde(self, x, t):
+    return batch_mul(self.drift_coeff(t), x), jnp.sqrt(self.diffusion_sq(t))
+
+  def marginal_prob(self, x, t):
+    return batch_mul(self.mean_coeff(t), x), self.std(t)
+
+  @property
+  def prior_std(self) -> float:
+    return float(self.std(np.float64(self.T)))
+
+  def prior_sampling(self, rng, shape):
+    return jax.random.normal(rng, shape) * self.prior_std
+
+  def prior_logp(self, z):
+    return _std_normal_logp(z, self.prior_std)
+
+  def discretize(self, x, t):
+    """The exact Gaussian transition between adjacent levels of an N-level chain (what DDPM's
+    chain is for VP): level i sits at t_i = (i + 1) T / N, level -1 is the data (m = 1, s = 0), and
+
+        x_i = a_i x_{i-1} + sqrt(s_i^2 - a_i^2 s_{i-1}^2) z,     a_i = m_i / m_{i-1},
+
+    so the chain's marginal at every level is exactly the process's. t maps to the nearest
+    level, i = round(t N / T) - 1 (so t = eps, the samplers' last time, is level 0: a full
+    denoising step). Returned as x_i = x_{i-1} + f + G z.
+    """
+    i = jnp.clip(jnp.round(t * self.N / self.T) - 1, 0, self.N - 1)
+    t_i, t_prev = (i + 1) * self.T / self.N, i * self.T / self.N
+    first = i == 0
+    m_prev = jnp.where(first, 1.0, self.mean_coeff(t_prev))
+    s_prev = jnp.where(first, 0.0, self.std(t_prev))
+    a = self.mean_coeff(t_i) / m_prev
+    f = batch_mul(a - 1.0, x)
+    return f, jnp.sqrt(jnp.maximum(self.std(t_i)**2 - (a * s_prev)**2, 0.0))
+
+  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
+    return ReverseSDE(self, score_fn, probability_flow)
+
+
+@dataclasses.dataclass(frozen=True)
+class RectifiedFlow(_Interpolant):
+  """The rectified-flow / flow-matching linear interpolant x(t) = (1 - t) x(0) + t z:
+
+      m(t) = 1 - t,   s(t) = t,   f(t) = -1 / (1 - t),   g(t)^2 = 2 t / (1 - t),
+
+      dx = -x / (1 - t) dt + sqrt(2 t / (1 - t)) dw,     t in [0, T],  T = ``t_max`` < 1.
+
+  Its velocity field dx/dt = E[z - x(0) | x(t)] is the probability-flow drift. At t = 1, m = 0:
+  f and g blow up and the score cannot be recovered from a velocity (or x0) prediction, so the
+  process ends at ``t_max`` < 1 and its prior is N(0, t_max^2 I) (p_T's mean (1 - t_max) x(0)
+  is dropped, as VP drops exp(-B(1)/2) x(0) ~ 0.007 x(0)). Euler-Maruyama on the reverse SDE is
+  stable for steps dt << (1 - t_max) / 2: 0.99 suits the paper's N = 1000.
+  """
+  t_max: float = 0.99
+  N: int = 1000
+
+  def __post_init__(self):
+    if not 0.0 < self.t_max < 1.0:
+      raise ConfigError(
+          f'RectifiedFlow t_max must lie in (0, 1), got {self.t_max}: at t = 1, m(t) = 1 - t = 0, '
+          'so the drift -1/(1 - t), the diffusion and the score of a velocity are undefined.')
+    if self.N < 1:
+      raise ConfigError(f'N must be >= 1, got {self.N}.')
+
+  @property
+  def T(self) -> float:
+    return self.t_max
+
+  def mean_coeff(self, t):
+    return 1.0 - t
+
+  def std(self, t):
+    return t
+
+  def drift_coeff(self, t):
+    return -1.0 / (1.0 - t)
+
+  def diffusion_sq(self, t):
+    return 2.0 * t / (1.0 - t)
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMSDE(_Interpolant):
+  """EDM's sigma process (Karras et al. 2022): x(t) = x(0) + sigma(t) z on t in [0, 1], with
+
+      sigma(t) = (a + t (b - a))^rho,   a = sigma_min^(1/rho),  b = sigma_max^(1/rho),
+      m(t) = 1,  s(t) = sigma(t),  f(t) = 0,
+      g(t)^2 = d sigma^2 / dt = 2 rho (b - a) sigma(t)^(2 - 1/rho).
+
+  sigma(t) is EDM's step schedule (its eq. 5), so a uniform time grid, e.g. the PC sampler's,
+  steps through EDM's noise levels. The probability flow is EDM's ODE up to a change of time.
+  Prior N(0, sigma_max^2 I). Training draws ln sigma ~ N(P_mean, P_std^2) (``losses``).
+  """
+  sigma_min: float = 0.002
+  sigma_max: float = 80.0
+  rho: float = 7.0
+  N: int = 1000
+  P_mean: float = -1.2
+  P_std: float = 1.2
+
+  def __post_init__(self):
+    if not 0 < self.sigma_min < self.sigma_max:
+      raise ConfigError(f'EDMSDE needs 0 < sigma_min < sigma_max, got {self.sigma_min}, '
+                        f'{self.sigma_max}.')
+    if not self.rho > 0 or not self.P_std > 0:
+      raise ConfigError(f'EDMSDE needs rho > 0 and P_std > 0, got {self.rho}, {self.P_std}.')
+    if self.N < 1:
+      raise ConfigError(f'N must be >= 1, got {self.N}.')
+
+  @property
+  def T(self) -> float:
+    return 1.0
+
+  def _ramp(self, t):
+    a, b = self.sigma_min**(1 / self.rho), self.sigma_max**(1 / self.rho)
+    return a + t * (b - a), b - a
+
+  def sigma(self, t):
+    return self._ramp(t)[0]**self.rho
+
+  def mean_coeff(self, t):
+    return jnp.ones_like(t)
+
+  def std(self, t):
+    return self.sigma(t)
+
+  def drift_coeff(self, t):
+    return jnp.zeros_like(t)
+
+  def diffusion_sq(self, t):
+    ramp, slope = self._ramp(t)
+    return 2.0 * self.rho * slope * ramp**(2 * self.rho - 1)
+
+
+SDE = VPSDE | SubVPSDE | VESDE | RectifiedFlow | EDMSDE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,16 +420,22 @@ class ReverseSDE:
     return self._reverse(f, g, x, t)
 
 
-SDES = {'vpsde': VPSDE, 'subvpsde': SubVPSDE, 'vesde': VESDE}
+SDES = {'vpsde': VPSDE, 'subvpsde': SubVPSDE, 'vesde': VESDE, 'rectified_flow': RectifiedFlow,
+        'edm': EDMSDE}
 
 
 def get_sde(config) -> SDE:
   """Builds the SDE named by ``config.training.sde`` from the paper's ``config.model`` fields."""
   name = config.training.sde.lower()
   if name not in SDES:
-    raise ValueError(f'Unknown SDE {config.training.sde!r}; valid: {sorted(SDES)}.')
+    raise ConfigError(f'Unknown SDE {config.training.sde!r}; valid: {sorted(SDES)}.')
   m = config.model
   if name == 'vesde':
     return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
+  if name == 'rectified_flow':
+    return RectifiedFlow(t_max=m.t_max, N=m.num_scales)
+  if name == 'edm':
+    return EDMSDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, rho=m.rho, N=m.num_scales,
+                  P_mean=m.P_mean, P_std=m.P_std)
   return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales,
                     beta_schedule=m.get('beta_schedule', 'linear'))

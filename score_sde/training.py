@@ -59,7 +59,8 @@ def get_step_fns(config, sde, model, optimizer):
   kwargs = dict(ema_rate=config.model.ema_rate, continuous=config.training.continuous,
                 reduce_mean=config.training.reduce_mean,
                 likelihood_weighting=config.training.likelihood_weighting,
-                label_dropout=config.training.get('label_dropout', 0.0))
+                label_dropout=config.training.get('label_dropout', 0.0),
+                objective=config.training.get('objective', None))
   return (losses.get_step_fn(sde, model, optimizer, train=True, **kwargs),
           losses.get_step_fn(sde, model, optimizer, train=False, **kwargs))
 

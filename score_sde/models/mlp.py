@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from score_sde.models import embeddings
+from score_sde.models import embeddings, precond
 
 EMBEDDING_TYPES = ('fourier', 'positional')
 
@@ -69,7 +69,8 @@ class MLP(nn.Module):
 
 def from_config(config) -> MLP:
   m = config.model
-  return MLP(nf=m.nf, num_layers=m.num_layers, embedding_type=m.embedding_type,
-             fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,
-             scale_by_sigma=m.scale_by_sigma,
-             num_classes=config.data.num_classes if m.class_conditional else None)
+  return precond.wrap(config, MLP(
+      nf=m.nf, num_layers=m.num_layers, embedding_type=m.embedding_type,
+      fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,
+      scale_by_sigma=m.scale_by_sigma,
+      num_classes=config.data.num_classes if m.class_conditional else None))

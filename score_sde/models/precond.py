@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from score_sde import sde_lib
+from score_sde import parameterization, sde_lib
+from score_sde.errors import ConfigError
 
 # What the network's labels are, so that its embedding sees c_noise = ln(sigma) / 4: Fourier
 # embeddings take the log of their labels themselves, positional ones take labels as they are.
@@ -116,17 +117,39 @@ def loss_weight(sde, t: jax.Array, sigma_data: float) -> jax.Array:
   return (sigma**2 + sigma_data**2) / sigma_data**2
 
 
+class Parameterized(nn.Module):
+  """A network whose output is the quantity ``parameterization`` names ('score' | 'eps' | 'x0' |
+  'velocity', see ``score_sde.parameterization``) instead of the SDE's default (models/utils).
+  It shares the network's scope: the parameter tree is the bare network's."""
+  net: nn.Module
+  parameterization: str
+
+  def setup(self):
+    nn.share_scope(self, self.net)
+
+  def __call__(self, x, labels, train: bool = False, **class_kwargs):
+    return self.net(x, labels, train=train, **class_kwargs)
+
+
 PRECONDS = ('paper', 'edm')
 
 
 def wrap(config, net: nn.Module, embedding_type: str | None = None) -> nn.Module:
-  """The network as `config.model.precond` asks: unchanged ('paper') or EDM-preconditioned.
+  """The network as `config.model.precond` asks: unchanged ('paper') or EDM-preconditioned;
+  with `config.model.parameterization` set, a 'paper' network is read as that quantity.
 
   `embedding_type` is the network's (default: config.model.embedding_type).
   """
   precond = config.model.get('precond', 'paper')
   if precond not in PRECONDS:
     raise ValueError(f'Unknown model.precond {precond!r}; valid: {list(PRECONDS)}.')
+  output = config.model.get('parameterization', None)
+  if output is not None:
+    parameterization.check(output)
+    if precond == 'edm':
+      raise ConfigError(f"model.parameterization={output!r} needs model.precond='paper': the EDM "
+                        'preconditioned network predicts x0 through its own c_skip / c_out.')
+    return Parameterized(net=net, parameterization=output)
   if precond == 'paper':
     return net
   return EDMPrecond(net=net, sigma_data=config.model.sigma_data,

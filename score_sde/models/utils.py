@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from score_sde import sde_lib
+from score_sde import parameterization, sde_lib
+from score_sde.errors import ConfigError
 from score_sde.models import precond
 
 
@@ -84,10 +85,24 @@ def _ve_conditioning(sde, t, continuous):
   return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32), None
 
 
+def _rf_conditioning(sde, t, continuous):
+  """Rectified flow: labels 999 t as VP; the bare network predicts the noise."""
+  del continuous
+  return t * 999, sde.std(t)
+
+
+def _edm_conditioning(sde, t, continuous):
+  """EDM sigma process: labels sigma(t) as VE; the bare network predicts the noise."""
+  del continuous
+  return sde.sigma(t), sde.sigma(t)
+
+
 NOISE_CONDITIONING = {
     sde_lib.VPSDE: _vp_conditioning,
     sde_lib.SubVPSDE: _subvp_conditioning,
     sde_lib.VESDE: _ve_conditioning,
+    sde_lib.RectifiedFlow: _rf_conditioning,
+    sde_lib.EDMSDE: _edm_conditioning,
 }
 
 
@@ -120,6 +135,19 @@ def step_conditioning(sde, i):
                      f'{[c.__name__ for c in STEP_CONDITIONING]}, not {type(sde).__name__}; '
                      f'set training.continuous=True.')
   return STEP_CONDITIONING[type(sde)](sde, i)
+def _parameterized_score_fn(sde, model: precond.Parameterized, params, train=False, rng=None,
+                            continuous=True, class_labels=None):
+  """score_fn of a network predicting ``model.parameterization`` (continuous time only)."""
+  if not continuous:
+    raise ConfigError(f'model.parameterization={model.parameterization!r} needs '
+                      'training.continuous=True (its conversions use the continuous m(t), s(t)).')
+  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
+
+  def score_fn(x, t):
+    out = model_fn(x, noise_conditioning(sde, t)[0])
+    return parameterization.convert(out, x, model.parameterization, 'score',
+                                    parameterization.coefficients(sde, t))
+  return score_fn
 
 
 # Preconditioned networks (models/precond.py) and their score functions, for any SDE.
@@ -133,6 +161,9 @@ def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous:
   ``class_labels`` (B,): for a class-conditional model, the score of p_t(x | y) (entries equal
   to num_classes: of p_t(x)); None gives the unconditional score.
   """
+  if type(model) is precond.Parameterized:   # a bare network read as another quantity
+    return _parameterized_score_fn(sde, model, params, train=train, rng=rng, continuous=continuous,
+                                   class_labels=class_labels)
   if type(model) in PRECONDITIONED_SCORE_FNS:   # the wrapper defines its own score (EDM)
     return PRECONDITIONED_SCORE_FNS[type(model)](
         sde, model, params, train=train, rng=rng,

@@ -1,0 +1,6 @@
+"""spiral with EDM (see toy.py)."""
+from configs.edm import toy
+
+
+def get_config():
+  return toy.get_config('spiral')

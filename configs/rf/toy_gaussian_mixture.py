@@ -1,0 +1,6 @@
+"""gaussian mixture with rectified flow (see toy.py)."""
+from configs.rf import toy
+
+
+def get_config():
+  return toy.get_config('gaussian_mixture')
