@@ -41,7 +41,7 @@ POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'tra
             'sampling.batch_size', 'sampling.n_steps_each', 'sampling.rtol', 'sampling.atol',
             'sampling.eps', 'eval.batch_size', 'eval.likelihood_eps', 'eval.likelihood_rtol',
             'eval.likelihood_atol', 'eval.num_repeats', 'model.nf', 'model.num_scales', 'optim.lr')
-NON_NEGATIVE = ('optim.warmup', 'optim.grad_clip', 'optim.weight_decay')
+NON_NEGATIVE = ('optim.warmup', 'optim.weight_decay')   # grad_clip <= 0: no clipping
 UNIT_INTERVAL = ('model.ema_rate', 'model.dropout')
 
 # Models whose noise conditioning the EDM wrapper (models/precond.py) cannot drive: NCSNv2's

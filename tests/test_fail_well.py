@@ -176,6 +176,18 @@ def test_sample_bad_input(capsys, reference, args, expected):
   assert _files(reference) == before
 
 
+def test_every_shipped_config_passes_the_checks():
+  """The checks are not stricter than the paper's configs (e.g. NCSNv2's grad_clip = -1: off)."""
+  import glob
+  import importlib
+  names = [p[len(ROOT) + 1:-3].replace('/', '.') for p in glob.glob(f'{ROOT}/configs/*/**/*.py',
+                                                                     recursive=True)]
+  names = [n for n in names if not n.endswith('__init__')]
+  assert len(names) > 30
+  for name in names:
+    config_checks.check(importlib.import_module(name).get_config(), 'train')
+
+
 def test_sample_missing_workdir_says_so(capsys, tmp_path):
   code, _, err = run_cli(capsys, 'sample.py', CONFIG, f'--workdir={tmp_path}/nowhere', *TINY)
   assert code == 2 and f'--workdir {tmp_path}/nowhere does not exist' in err, err

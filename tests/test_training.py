@@ -129,7 +129,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
   template = training.init_train_state(config, models.get_model(config),
                                        training.get_optimizer(config.optim), jax.random.PRNGKey(0))
   state, data_state = ckpt.restore(template)
-  assert int(state.step) == 4 and data_state == {'train': {'step': 4}}
+  assert int(state.step) == 4 and data_state == {'train': {'step': 4}, 'eval': {'step': 0}}
   assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(state.params))
 
 
@@ -150,7 +150,7 @@ def test_corrupt_and_missing_checkpoints_raise_clear_errors(tmp_path):
     for name in files:
       with open(os.path.join(root, name), 'wb') as f:
         f.write(b'\x00garbage')
-  with pytest.raises(checkpointing.CheckpointError, match='could not be restored'):
+  with pytest.raises(checkpointing.CheckpointError, match='Checkpoint step 4 is unreadable'):
     ckpt.restore(template)
 
   wider = tiny_config()
@@ -165,11 +165,12 @@ def test_corrupt_and_missing_checkpoints_raise_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize('field,value,match', [
-    ('training.sde', 'bridge', r"Unknown SDE 'bridge'; valid: \['subvpsde', 'vesde', 'vpsde'\]"),
-    ('model.name', 'unet9000', r"Unknown model 'unet9000'; valid: \[.*'mlp'"),
+    ('training.sde', 'bridge',
+     r"Unknown training.sde 'bridge'; valid: \['subvpsde', 'vesde', 'vpsde'\]"),
+    ('model.name', 'unet9000', r"Unknown model.name 'unet9000'; valid: \[.*'mlp'"),
     ('data.dataset', 'imagenet9', r"Unknown dataset 'imagenet9'; valid: \[.*'spiral'"),
     ('training.batch_size', 60, 'not divisible by the number of devices'),
-    ('optim.optimizer', 'SGD', r"Unknown optimizer 'SGD'; valid: \['Adam'\]"),
+    ('optim.optimizer', 'SGD', r"Unknown optim.optimizer 'SGD'; valid: \['Adam'\]"),
 ])
 def test_bad_config_values_fail_before_training(tmp_path, field, value, match):
   config = tiny_config()
