@@ -5,7 +5,10 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo_spiral_vp
 DEMO_CONFIG ?= configs/vp/toy_spiral.py
 
-.PHONY: demo test bench clean
+DIGITS_DIR ?= runs/demo_digits_vp
+DIGITS_CONFIG ?= configs/vp/digits_ddpmpp_continuous.py
+
+.PHONY: demo demo-digits test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) train.py --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR)
 	$(PY) sample.py --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR)
+
+demo-digits: $(VENV)/.installed
+	$(PY) train.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR)
+	$(PY) sample.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR) --num_samples=64
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
