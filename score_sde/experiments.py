@@ -309,6 +309,9 @@ def _train(variant: Variant, workdir: str, devices) -> tuple[Any, float | None]:
   done_path = os.path.join(model_dir, 'experiment_train.json')
   t0 = time.time()
   state = training.train_and_evaluate(variant.config, model_dir, devices)
+  if int(state.step) < variant.config.training.n_iters:   # stopped early by SIGTERM / Ctrl-C
+    raise KeyboardInterrupt(f'Training of {variant.name} stopped at step {int(state.step)} (saved); '
+                            'run the same command again to resume.')
   if os.path.exists(done_path):
     with open(done_path) as f:
       seconds = json.load(f)['train_seconds']
