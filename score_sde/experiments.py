@@ -3,7 +3,8 @@
     python -m score_sde.experiments --spec=configs/experiments/sde_variants_toy.py \
         --workdir=runs/sde_variants_toy [--spec.base.training.n_iters=500 ...]
 
-or from a notebook: ``rows = experiments.run(spec, workdir)`` (spec: a ConfigDict or a path).
+or from a notebook: ``rows = experiments.run(spec, workdir)`` (spec: a ConfigDict or a path);
+``experiments.report(spec, workdir)`` (``--report_only``) tabulates the cells finished so far.
 
 A spec (an ml_collections file, see ``configs/experiments/``) has:
   base          a complete, locked config (e.g. ``default_toy.get_config()``) every variant starts from
@@ -324,6 +325,9 @@ def _train(variant: Variant, workdir: str, devices) -> tuple[Any, float | None]:
   done_path = os.path.join(model_dir, 'experiment_train.json')
   t0 = time.time()
   state = training.train_and_evaluate(variant.config, model_dir, devices)
+  if int(state.step) < variant.config.training.n_iters:   # stopped early by SIGTERM / Ctrl-C
+    raise KeyboardInterrupt(f'Training of {variant.name} stopped at step {int(state.step)} (saved); '
+                            'run the same command again to resume.')
   if os.path.exists(done_path):
     with open(done_path) as f:
       seconds = json.load(f)['train_seconds']
@@ -414,6 +418,24 @@ def run(spec, workdir: str, devices: Sequence | None = None,
            f'{_metric_summary(result["metrics"])}  ETA {_format_eta(clock.eta())}')
       if on_cell is not None:
         on_cell(cell, result)
+  return _write_results(spec, cells, results, workdir)
+
+
+def report(spec, workdir: str) -> list[dict]:
+  """Tables and plots of the cells finished so far (e.g. while ``run`` is still going, or
+  after it was stopped); computes nothing. Rows lack the seeds whose cells are missing."""
+  spec = load_spec(spec)
+  _, cells = plan(spec)
+  results = {c: _read_cell(os.path.join(workdir, 'cells', c.name + '.json'), c.key(spec))
+             for c in cells}
+  done = [c for c in cells if results[c] is not None]
+  if not done:
+    raise ConfigError(f'No finished cell of this spec in {workdir}/cells.')
+  _say(f'{len(done)} of {len(cells)} cells finished.')
+  return _write_results(spec, done, results, workdir)
+
+
+def _write_results(spec, cells: list[Cell], results: dict, workdir: str) -> list[dict]:
   rows = aggregate(spec, cells, results)
   paths = write_tables(rows, spec, workdir) + write_plots(rows, spec, cells, workdir)
   _say('Wrote ' + ', '.join(paths))
@@ -594,7 +616,7 @@ def main(argv):
   if not flags_['verbosity'].present:   # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   try:
-    run(flags_.spec, flags_.workdir)
+    (report if flags_.report_only else run)(flags_.spec, flags_.workdir)
   except ScoreSDEError as e:   # TODO(lead): use score_sde/cli.py (failwell) once merged
     sys.exit(f'error: {e}')
 
@@ -605,5 +627,6 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('spec', None, 'Experiment spec file (configs/experiments/).',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for models, cells, tables and plots.')
+  flags.DEFINE_bool('report_only', False, 'Only tabulate and plot the cells finished so far.')
   flags.mark_flags_as_required(['spec', 'workdir'])
   app.run(main)

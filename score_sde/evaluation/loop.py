@@ -223,7 +223,10 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
     raise ConfigError(f'eval.batch_size: {e}') from e
   from score_sde import training   # the train state's structure and the eval step
   optimizer = training.get_optimizer(config.optim)
-  template = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+  # Shapes only: orbax restores into them, and nothing is computed (an eager Flax init compiles
+  # every op of the network once).
+  template = jax.eval_shape(
+      lambda: training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0)))
   p_eval_step = p_bpd_step = sample_fn = None
   if ev.enable_loss:
     p_eval_step = parallel.pmap_step(training.get_step_fns(config, sde, model, optimizer)[1],
