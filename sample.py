@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from score_sde import checkpointing, checkpoints, datasets, generation, models, parallel, plotting
-from score_sde import sde_lib
+from score_sde import compilation_cache, sde_lib
 from score_sde import training
 from score_sde.models import utils as mutils
 
@@ -61,6 +61,7 @@ def main(argv):
   del argv
   if not FLAGS['verbosity'].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  compilation_cache.enable()   # SCORE_SDE_CACHE_DIR=0 turns it off
   config = FLAGS.config
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)

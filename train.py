@@ -6,7 +6,7 @@ evaluates the checkpoints in the workdir (loss, bits/dim) instead of training.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_sde import training
+from score_sde import compilation_cache, training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
@@ -19,6 +19,7 @@ def main(argv):
   del argv
   if not FLAGS['verbosity'].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  compilation_cache.enable()   # SCORE_SDE_CACHE_DIR=0 turns it off
   if FLAGS.mode == 'train':
     training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   else:
