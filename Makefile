@@ -31,6 +31,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/likelihood.py
 	$(PY) benchmarks/data.py
+	$(PY) benchmarks/api_calls.py
+	$(PY) benchmarks/train_step.py --configs=tiny/ddpmpp,tiny/ncsnpp
 
 clean:
 	rm -rf runs

@@ -17,7 +17,8 @@
   config file, a misspelt ``--config.`` key, a value of the wrong type, an unknown flag);
 - exits with status 2 without a traceback; ``--traceback`` shows the full stack instead;
 - lets every other exception, a bug, propagate with its traceback (status 1);
-- logs absl / orbax at WARNING unless ``--verbosity`` is given (orbax logs every save at INFO).
+- logs absl / orbax at WARNING unless ``--verbosity`` is given (orbax logs every save at INFO);
+- turns on the persistent compilation cache (``score_sde.compilation_cache``).
 
 After a reported error nothing else is printed: orbax's abandoned background reads of a corrupt
 checkpoint and asyncio's complaints about them at exit are silenced.
@@ -32,7 +33,7 @@ from typing import Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
 
-from score_sde import errors
+from score_sde import compilation_cache, errors
 
 EXIT_USER_ERROR = 2
 
@@ -53,6 +54,7 @@ def _guarded(main):
   def guarded_main(argv):
     if not FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
+    compilation_cache.enable()   # SCORE_SDE_CACHE_DIR=0 turns it off
     try:
       return main(argv)
     except errors.ScoreSDEError as e:

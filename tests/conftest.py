@@ -19,6 +19,8 @@ if os.environ.get('SCORE_SDE_TEST_CACHE', '1') != '0':
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='score_sde_test_jax_cache_')
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+else:   # nor may the CLI tests' subprocesses write the user's cache (score_sde.compilation_cache)
+  os.environ['SCORE_SDE_CACHE_DIR'] = '0'
 
 import logging  # noqa: E402
 import warnings  # noqa: E402
