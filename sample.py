@@ -40,8 +40,10 @@ flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 flags.DEFINE_string('labels', None, "Class labels to sample, cycled: '3', '0,1,2' or 'all'.")
 flags.DEFINE_string('classifier_workdir', None, 'Guide --labels with the classifier trained there '
                     '(train.py --mode=train_classifier) instead of classifier-free guidance.')
-flags.DEFINE_string('inpaint_image', None, 'Observed images (.npy/.npz in the model range, or PNG).')
-flags.DEFINE_string('inpaint_mask', None, 'Mask for --inpaint_image: 1 = observed (.npy/.npz/PNG).')
+flags.DEFINE_string('inpaint_image', None,
+                    'Observed images (.npy/.npz in the model range, or PNG).')
+flags.DEFINE_string('inpaint_mask', None,
+                    'Mask for --inpaint_image: 1 = observed (.npy/.npz/PNG).')
 flags.DEFINE_string('colorize_image', None, 'Grey images to colorize (.npy/.npz, or PNG).')
 flags.mark_flags_as_required(['config', 'workdir'])
 

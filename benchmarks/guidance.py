@@ -105,7 +105,8 @@ def interval(n):
 def inpainting(n):
   print('### 3. Inpainting a 2-D Gaussian (unit variances, correlation rho; x_1 = 1 observed; '
         'PC Euler-Maruyama, 1000 steps)\n')
-  print('| SDE | rho | exact mean of x_2 | inpainted | exact var | inpainted |\n|---|---|---|---|---|---|')
+  print('| SDE | rho | exact mean of x_2 | inpainted | exact var | inpainted |\n'
+        '|---|---|---|---|---|---|')
   for name, sde in [('vp', sde_lib.VPSDE()), ('subvp', sde_lib.SubVPSDE()),
                     ('ve', sde_lib.VESDE(sigma_min=0.01, sigma_max=5.0))]:
     for rho in (0.0, 0.3, 0.6, 0.9):

@@ -15,7 +15,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from score_sde import controllable, datasets, guidance, parallel, sampling, training

@@ -1,9 +1,10 @@
 """Class guidance: wrappers that turn class-aware scores into a plain ``score_fn(x, t)``.
 
 Every sampler takes ``score_fn(x, t)``, so guidance works with all of them without a new loop.
-A *labelled* score is ``score_fn(x, t, y)`` with (B,) int labels y in [0, C]; y = C (``num_classes``)
-is the null class: the unconditional score (a class-conditional network trained with label
-dropout gives both, ``model_labelled_score_fn``; a Gaussian mixture gives them exactly).
+A *labelled* score is ``score_fn(x, t, y)`` with (B,) int labels y in [0, C]; y = C
+(``num_classes``) is the null class: the unconditional score (a class-conditional network
+trained with label dropout gives both, ``model_labelled_score_fn``; a Gaussian mixture gives
+them exactly).
 
 Classifier-free guidance (Ho & Salimans 2022), with guidance scale w:
 

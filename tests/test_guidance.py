@@ -140,17 +140,22 @@ def test_class_embedding_adds_one_table_and_null_label_is_the_default():
   assert not np.allclose(none, other)
 
 
-def test_image_models_take_class_labels():
-  for name in ('tiny.ncsnpp', 'tiny.ddpm'):
-    import importlib
-    config = importlib.import_module('configs.' + name).get_config()
-    config.model.class_conditional, config.data.num_classes = True, 10
-    model = models.get_model(config)
-    s = config.data.image_size
-    x = jax.ShapeDtypeStruct((2, s, s, config.data.num_channels), jnp.float32)
-    out = jax.eval_shape(lambda x: model.init_with_output(
-        jax.random.PRNGKey(0), x, jnp.ones((2,)), class_labels=jnp.zeros((2,), jnp.int32))[0], x)
-    assert out.shape == x.shape
+@pytest.mark.parametrize('name, precond', [('tiny.ncsnpp', 'paper'), ('tiny.ddpm', 'edm')])
+def test_image_models_take_class_labels(name, precond):
+  import importlib
+  config = importlib.import_module('configs.' + name).get_config()
+  config.model.class_conditional, config.data.num_classes = True, 10
+  config.model.precond = precond
+  model = models.get_model(config)
+  s = config.data.image_size
+  x = jax.ShapeDtypeStruct((2, s, s, config.data.num_channels), jnp.float32)
+
+  def score(x):
+    params = mutils.init_params(jax.random.PRNGKey(0), model, x.shape[1:])
+    assert params.get('net', params)['class_embedding']['embedding'].shape[0] == 11
+    return mutils.get_score_fn(sde_lib.VPSDE(), model, params,
+                               class_labels=jnp.array([3, 10]))(x, jnp.full((2,), 0.5))
+  assert jax.eval_shape(score, x).shape == x.shape
 
 
 def test_label_dropout_rate_and_labelled_toy_batches():

@@ -212,5 +212,6 @@ def get_labelled_toy_sampler(name: str, num_classes: int) -> Callable:
                       f'{sorted(LABELLED_TOY_DISTRIBUTIONS)}.')
   sample, valid = LABELLED_TOY_DISTRIBUTIONS[name]
   if num_classes not in valid:
-    raise ConfigError(f'data.num_classes={num_classes} for labelled {name!r}; valid: {list(valid)}.')
+    raise ConfigError(f'data.num_classes={num_classes} for labelled {name!r}; '
+                      f'valid: {list(valid)}.')
   return lambda rng, n: sample(rng, n, num_classes)

@@ -98,5 +98,6 @@ def from_config(config) -> nn.Module:
       resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
       scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity,
       normalization=m.normalization, centered=d.centered, num_channels=d.num_channels,
-      sigma_min=m.sigma_min, sigma_max=m.sigma_max, num_scales=m.num_scales),
+      sigma_min=m.sigma_min, sigma_max=m.sigma_max, num_scales=m.num_scales,
+      num_classes=d.num_classes if m.class_conditional else None),
       embedding_type='positional')
