@@ -197,6 +197,9 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
       train_iter.set_state(data_state['train'])
     _report(f'Resumed from step {int(p_state.step)} in {ckpt.directory}.')
   start_step = int(p_state.step)
+  if jax.process_count() > 1:
+    _report(f'{jax.process_count()} processes x {n_dev} devices = {jax.device_count()} devices; '
+            f'{tc.batch_size // jax.process_count()} examples per host per step.')
   sizes = chunk_sizes(start_step, tc.n_iters, chunks)
   train_batches = parallel.Prefetcher(train_iter, mesh, sizes)
   agreed_stop = parallel.AgreedFlag()
