@@ -134,13 +134,13 @@ def main():
   ap.add_argument('--which', default='toy,image')
   ap.add_argument('--steps', type=int, default=200)
   ap.add_argument('--repeats', type=int, default=3)
-  ap.add_argument('--variants', default=','.join(VARIANTS))
+  ap.add_argument('--variants', default=';'.join(VARIANTS), help='names separated by ;')
   args = ap.parse_args()
   mesh = parallel.make_mesh()
   print(f'# {datetime.date.today()}  {platform.processor() or platform.machine()}, '
         f'{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}, JAX {jax.__version__}, '
         f'{jax.device_count()} CPU devices')
-  names = args.variants.split(',')
+  names = args.variants.split(';')
   for which in args.which.split(','):
     state, step_fn, data = workload(which)
     fns = {v: build(VARIANTS[v], step_fn, mesh) for v in names}

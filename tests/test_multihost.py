@@ -23,7 +23,7 @@ from score_sde.datasets import pipeline
 from score_sde.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 300   # seconds for one launch on a loaded 2-core machine; a hang fails, never blocks CI
+TIMEOUT = 900   # seconds for one launch on a (very) loaded 2-core machine; a hang still fails
 
 # The tiny MLP run; every value also goes on the launched processes' command line. Adam's eps is
 # raised from 1e-8 so that rounding differences in near-zero gradients (another all-reduce or
@@ -59,11 +59,24 @@ def launch(workdir, n_iters, cache_dir, **extra):
                           stderr=subprocess.PIPE, text=True)
 
 
+def kill_launches(*launchers):
+  """SIGKILLs the launched processes, then their launchers (a failed test leaves nothing)."""
+  for launcher in launchers:
+    if launcher.poll() is None:
+      for i in (0, 1):
+        try:
+          os.kill(process_pid(launcher.pid, i), signal.SIGKILL)
+        except (AssertionError, OSError):
+          pass
+      launcher.kill()
+      launcher.wait()
+
+
 def finish(proc, workdir=None):
   try:
     _, err = proc.communicate(timeout=TIMEOUT)
   except subprocess.TimeoutExpired:
-    proc.kill()
+    kill_launches(proc)
     raise
   logs = '\n'.join(open(p).read() for p in sorted(glob.glob(f'{workdir}/logs/*.log'))) if (
       workdir) else ''
@@ -128,16 +141,21 @@ def runs(tmp_path_factory):
   w2, wd, w1, w3 = (str(tmp / n) for n in ('two', 'crash', 'one', 'one_to_two'))
   big = 100000
   a, d = launch(w2, big, cache), launch(wd, big, cache)
-  ckpt_dir = checkpointing.checkpoint_dir(w2)
-  wait_for(lambda: os.path.isdir(os.path.join(ckpt_dir, '4')), 'a checkpoint of A', proc=a)
-  os.kill(process_pid(a.pid, 1), signal.SIGTERM)
-  crash_dir = checkpointing.checkpoint_dir(wd)
-  wait_for(lambda: glob.glob(os.path.join(crash_dir, '*tmp*')), 'a save in D', proc=d)
-  os.kill(process_pid(d.pid, 1), signal.SIGKILL)
-  t_kill = time.monotonic()
-  rc_a, out_a = finish(a, w2)
-  rc_d, out_d = finish(d)
-  crash_exit_s = time.monotonic() - t_kill
+  try:
+    ckpt_dir = checkpointing.checkpoint_dir(w2)
+    wait_for(lambda: any(n.isdigit() for n in os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir)
+             else False, 'a checkpoint of A', proc=a)
+    os.kill(process_pid(a.pid, 1), signal.SIGTERM)
+    crash_dir = checkpointing.checkpoint_dir(wd)
+    wait_for(lambda: glob.glob(os.path.join(crash_dir, '*tmp*')), 'a save in D', proc=d)
+    os.kill(process_pid(d.pid, 1), signal.SIGKILL)
+    t_kill = time.monotonic()
+    rc_a, out_a = finish(a, w2)
+    rc_d, out_d = finish(d)
+    crash_exit_s = time.monotonic() - t_kill
+  except BaseException:
+    kill_launches(a, d)
+    raise
   assert rc_a == 0, out_a[-3000:]
   stopped = checkpointing.Checkpointer(ckpt_dir, read_only=True).latest_step()
   at_stop = restore(w2, stopped)      # before B's checkpoints prune it
@@ -151,8 +169,12 @@ def runs(tmp_path_factory):
   shutil.copytree(w1, w3, ignore=shutil.ignore_patterns(*[str(s) for s in steps_one
                                                           if s != earlier]))
   b, c = launch(w2, n_iters, cache, **SAMPLE), launch(w3, n_iters, cache, **EVAL)
-  rc_b, out_b = finish(b, w2)
-  rc_c, out_c = finish(c, w3)
+  try:
+    rc_b, out_b = finish(b, w2)
+    rc_c, out_c = finish(c, w3)
+  except BaseException:
+    kill_launches(b, c)
+    raise
   assert rc_b == 0, out_b[-3000:]
   assert rc_c == 0, out_c[-3000:]
   return dict(w1=w1, w2=w2, w3=w3, wd=wd, stopped=stopped, at_stop=at_stop, n_iters=n_iters,
