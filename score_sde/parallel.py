@@ -118,16 +118,55 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def digest(text: str) -> np.ndarray:
+  """64 bits of sha256(text) as two int32 (what ``process_allgather`` carries exactly)."""
+  return np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
+
+
 def check_same_on_all_processes(text: str, what: str = 'config') -> None:
   """Raises ``ConfigError`` unless every process passed the same ``text`` (compared by hash)."""
   if jax.process_count() == 1:
     return
-  digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
-  hashes = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
+  hashes = np.asarray(multihost_utils.process_allgather(digest(text)))
+  hashes = hashes.reshape(jax.process_count(), -1)
   differ = [i for i in range(len(hashes)) if not np.array_equal(hashes[i], hashes[0])]
   if differ:
     raise ConfigError(f'Processes {differ} run a different {what} from process 0; start every '
                       f'process with the same command and files.')
+
+
+def barrier(name: str, timeout_s: float = 3600) -> None:
+  """Waits until every process reaches ``barrier(name)`` (no-op for one process).
+
+  A host-side barrier of the coordination service (what orbax uses), not a device collective:
+  CPU collectives (gloo) give up after 30 s if one process reaches them that much later.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed   # the client's barrier has no public wrapper
+  distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+
+
+class _CompiledTogether:
+  """A jitted function whose first call compiles on every process, then meets at a barrier.
+
+  Processes compile at different speeds (a loaded machine, a slower host); without the barrier
+  the first to finish waits for the others inside the function's first collective, which gloo
+  (CPU) abandons after 30 s. One process: the jitted function itself.
+  """
+  _count = 0
+
+  def __init__(self, jitted: Callable, name: str):
+    self._jitted, self._name, self._compiled = jitted, name, None
+
+  def __call__(self, *args):
+    if jax.process_count() == 1:
+      return self._jitted(*args)
+    if self._compiled is None:
+      self._compiled = self._jitted.lower(*args).compile()
+      _CompiledTogether._count += 1
+      barrier(f'score_sde_compiled_{self._name}_{_CompiledTogether._count}')
+    return self._compiled(*args)
 
 
 def any_process(flag: bool) -> Any:
@@ -149,7 +188,7 @@ def _any_process(local_flags: np.ndarray) -> jax.Array:
 
 @functools.cache
 def _any_fn(mesh: Mesh) -> Callable:
-  return jax.jit(jnp.any, out_shardings=NamedSharding(mesh, P()))
+  return _CompiledTogether(jax.jit(jnp.any, out_shardings=NamedSharding(mesh, P())), 'any')
 
 
 class AgreedFlag:
@@ -289,7 +328,7 @@ def data_parallel_step(step_fn: Callable, mesh: Mesh, donate: bool = True,
   # step's own pmean would then return the sum, not the mean.
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
                          out_specs=(P(), P()), check_vma=False)
-  return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+  return _CompiledTogether(jax.jit(mapped, donate_argnums=(0,) if donate else ()), 'step')
 
 
 class Prefetcher:

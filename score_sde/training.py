@@ -202,6 +202,9 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
   start_step = int(p_state.step)
   if jax.process_index() == 0:   # the run has started: record its config
     checkpointing.write_config_json(config, workdir, has_checkpoint)
+  if jax.process_count() > 1:
+    _report(f'{jax.process_count()} processes x {n_dev} devices = {jax.device_count()} devices; '
+            f'{tc.batch_size // jax.process_count()} examples per host per step.')
   sizes = chunk_sizes(start_step, tc.n_iters, chunks)
   train_batches = parallel.Prefetcher(train_iter, mesh, sizes)
   agreed_stop = parallel.AgreedFlag()
