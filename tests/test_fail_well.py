@@ -120,7 +120,7 @@ def reference(tmp_path_factory):
 
 BAD_TRAIN_INPUTS = [
     # (arguments, what the message must contain)
-    (['--config.training.sde=bridge'], "training.sde 'bridge'; valid: ['subvpsde', 'vesde'"),
+    (['--config.training.sde=bridge'], "training.sde 'bridge'; valid: ['edm', 'rectified_flow'"),
     (['--config.model.name=unet9000'], "model.name 'unet9000'; valid: ['ddpm', 'mlp'"),
     (['--config.model.precond=karras'], "model.precond 'karras'; valid: ['paper', 'edm']"),
     (['--config.model.name=ncsnv2_64', '--config.model.precond=edm'],
