@@ -33,7 +33,8 @@ flags.DEFINE_integer('step', None, 'Checkpoint step to restore (default: the lat
 flags.DEFINE_string('paper_checkpoint', None,
                     "A checkpoint file (or checkpoints/ folder) of the paper's code "
                     '(yang-song/score_sde); its EMA parameters are sampled instead of --workdir\'s.')
-flags.DEFINE_integer('num_samples', None, 'Number of samples (default: config.sampling.batch_size).',
+flags.DEFINE_integer('num_samples', None,
+                     'Number of samples, >= 1 (default: config.sampling.batch_size).',
                      lower_bound=1)
 flags.DEFINE_string('outdir', None, 'Where to write samples (default: <workdir>/samples).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed.')

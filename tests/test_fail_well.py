@@ -34,6 +34,8 @@ TINY = ['--config.training.n_iters=12', '--config.training.batch_size=64',
         '--config.eval.batch_size=64']
 FLAGS = flags.FLAGS
 _BASE_FLAGS = set(FLAGS)
+# ml_collections loads config files with importlib's deprecated load_module().
+pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 
 
 def _entry_point(script):
