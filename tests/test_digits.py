@@ -78,7 +78,7 @@ def ddpm_run(tmp_path_factory):
 def test_discrete_ddpm_trains_resumes_and_samples_with_every_sampler(ddpm_run):
   _, result = ddpm_run
   assert (result.sde, result.continuous) == ('vpsde', False)
-  assert result.loss_final < 0.9 * result.loss_init, (result.loss_init, result.loss_final)
+  assert result.loss_final < 0.95 * result.loss_init, (result.loss_init, result.loss_final)
   assert set(result.samplers) == set(tiny_archs_digits.SAMPLERS)
   assert all(finite for _, finite in result.samplers.values()), result.samplers
   assert result.samplers['pc_ancestral'][0] == 25
