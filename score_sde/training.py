@@ -249,7 +249,8 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
       if sample_fn is not None and (step % tc.snapshot_freq == 0 or step == tc.n_iters):
         _snapshot_samples(config, sample_fn, p_state, devices, sample_rng, step, workdir)
       if agreed_stop.update(stop.signal is not None):   # all hosts stop at the same step
-        save(step)
+        if ckpt.latest_step() != step:
+          save(step)
         who = f'Signal {stop.signal}' if stop.signal else 'A signal to another host'
         _report(f'{who} received: saved step {step}; stopping.', bar)
         break
