@@ -187,7 +187,7 @@ def test_sigterm_to_one_host_stops_all_at_one_checkpoint(runs):
   assert 4 <= stopped < 100000
   logs = runs['out_a']
   # Process 0 (which writes the log) did not get the signal: process 1's flag reached it.
-  assert f'A signal to another host received: saved step {stopped}; stopping.' in logs
+  assert f'Another host received a stop signal: saved step {stopped}; stopping.' in logs
   # The same step on both hosts: one checkpoint, complete, with the data position of that step.
   state, data = runs['at_stop']
   assert int(state.step) == stopped and data['train']['step'] == stopped
