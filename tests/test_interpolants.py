@@ -176,3 +176,19 @@ def test_bad_edm_settings_and_unknown_process_names():
   config.training.sde, config.model.t_max = 'rectified_flow', 1.0
   with pytest.raises(ConfigError, match='t_max'):
     sde_lib.get_sde(config)
+
+
+def test_families_spec_bundles_each_familys_settings():
+  """configs/experiments/sde_families_toy.py: one variant per family with its own settings."""
+  from configs.experiments import sde_families_toy
+  from score_sde import experiments
+  spec = sde_families_toy.get_config()
+  spec.samplers = {'pc_em': spec.samplers.pc_em.to_dict()}
+  variants, cells = experiments.plan(spec)
+  by_family = {dict(v.values)['family']: v.config for v in variants}
+  assert sorted(by_family) == ['edm', 'rf', 'subvp', 've', 'vp'] and len(cells) == 10
+  assert by_family['rf'].training.objective == 'velocity'
+  assert by_family['edm'].model.precond == 'edm' and by_family['vp'].model.precond == 'paper'
+  spec.train_axes.family = [{'training.sde': 'vpsde'}]
+  with pytest.raises(ConfigError, match="needs a 'name'"):
+    experiments.plan(spec)
