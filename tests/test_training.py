@@ -162,7 +162,8 @@ def test_corrupt_and_missing_checkpoints_raise_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize('field,value,match', [
-    ('training.sde', 'bridge', r"Unknown SDE 'bridge'; valid: \['subvpsde', 'vesde', 'vpsde'\]"),
+    ('training.sde', 'bridge',
+     r"Unknown SDE 'bridge'; valid: \['edm', 'rectified_flow', 'subvpsde', 'vesde', 'vpsde'\]"),
     ('model.name', 'unet9000', r"Unknown model 'unet9000'; valid: \[.*'mlp'"),
     ('data.dataset', 'imagenet9', r"Unknown dataset 'imagenet9'; valid: \[.*'spiral'"),
     ('training.batch_size', 60, 'not divisible by the number of devices'),
