@@ -40,7 +40,6 @@ import itertools
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -611,22 +610,19 @@ def write_plots(rows: list[dict], spec, cells: list[Cell], workdir: str) -> list
 
 def main(argv):
   del argv
-  from absl import flags, logging
+  from absl import flags
   flags_ = flags.FLAGS
-  if not flags_['verbosity'].present:   # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
-  try:
-    (report if flags_.report_only else run)(flags_.spec, flags_.workdir)
-  except ScoreSDEError as e:   # TODO(lead): use score_sde/cli.py (failwell) once merged
-    sys.exit(f'error: {e}')
+  (report if flags_.report_only else run)(flags_.spec, flags_.workdir)
 
 
 if __name__ == '__main__':
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
+
+  from score_sde import cli
   config_flags.DEFINE_config_file('spec', None, 'Experiment spec file (configs/experiments/).',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for models, cells, tables and plots.')
   flags.DEFINE_bool('report_only', False, 'Only tabulate and plot the cells finished so far.')
   flags.mark_flags_as_required(['spec', 'workdir'])
-  app.run(main)
+  cli.run(main)
