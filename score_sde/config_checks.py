@@ -13,7 +13,7 @@ choices. It checks
   here, before a checkpoint is restored.
 
 ``mode`` is what the config is about to do: ``'train'`` (the training loop, with its eval loss
-and snapshot sampling), ``'sample'`` (``sample.py``) or ``'eval'`` (likelihood evaluation).
+and snapshot sampling), ``'sample'`` (``sample.py``) or ``'eval'`` (the evaluation loop).
 
 A run's identity is its config minus the keys a run may change between invocations
 (``MAY_DIFFER``: run length, log / eval / snapshot frequencies, ``sampling.*``, ``eval.*``,
@@ -145,9 +145,10 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
     _check_batch(config, 'training.batch_size', n)
     _check_batch(config, 'eval.batch_size', n)
   if mode == 'eval':
-    if not config.eval.enable_bpd:
-      raise errors.ConfigError('--mode=eval computes likelihoods: set '
-                               '--config.eval.enable_bpd=True.')
+    enabled = [k for k in ('enable_loss', 'enable_bpd', 'enable_sampling') if config.eval.get(k)]
+    if not enabled:
+      raise errors.ConfigError('--mode=eval has nothing to compute: set one of '
+                               '--config.eval.enable_loss / enable_bpd / enable_sampling to True.')
     _check_batch(config, 'eval.batch_size', n)
   per_device = 1   # the sampler is checked even when unused: sample.py will use it
   if mode == 'sample' or (mode == 'train' and config.training.snapshot_sampling):
