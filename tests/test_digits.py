@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_split_is_fixed_stratified_and_disjoint():
-  (x_train, y_train), (x_test, y_test) = digits.load_split('train'), digits.load_split('test')
+  (x_train, _), (x_test, y_test) = digits.load_split('train'), digits.load_split('test')
   assert x_train.shape == (1527, 16, 16, 1) and x_test.shape == (270, 16, 16, 1)
   assert x_train.dtype == np.uint8 and x_test.max() == 255 and y_test.dtype == np.int32
   idx = digits._split_indices()

@@ -183,7 +183,7 @@ def runs(tmp_path_factory):
 
 
 def test_sigterm_to_one_host_stops_all_at_one_checkpoint(runs):
-  w2, stopped = runs['w2'], runs['stopped']
+  stopped = runs['stopped']
   assert 4 <= stopped < 100000
   logs = runs['out_a']
   # Process 0 (which writes the log) did not get the signal: process 1's flag reached it.
