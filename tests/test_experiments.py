@@ -85,7 +85,7 @@ def test_runs_resumes_after_a_failure_without_redoing_cells(tmp_path):
 @pytest.mark.parametrize('change, message', [
     (lambda s: s.train_axes.training.update(sdee=['vpsde']), r"'training.sdee'.*valid: \[.*'sde'"),
     (lambda s: s.train_axes.training.update(sde=['vpsde', 'fancy']),
-     r"Unknown training.sde 'fancy'; valid: \['edm', 'rectified_flow', 'subvpsde', 'vesde'"),
+     r"Unknown SDE 'fancy'; valid: \['edm', 'rectified_flow', 'subvpsde', 'vesde'"),
     (lambda s: s.samplers.pc_em.update(method='magic'), r"'magic'; valid: \['ddim', 'dpm_solver'"),
     (lambda s: s.samplers.pc_em.update(predictor='leapfrog'), r"leapfrog"),
     (lambda s: s.samplers.pc_em.update(stepsize=[1, 2]), r"'sampling.stepsize'"),
