@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging as std_logging
 import re
 import sys
+import threading
 import warnings
 from typing import Callable, NoReturn, Sequence
 
@@ -78,6 +79,7 @@ def _silence_background_noise() -> None:
   std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
   warnings.filterwarnings('ignore', message='coroutine .* was never awaited')
   sys.unraisablehook = lambda unraisable: None
+  threading.excepthook = lambda args: None   # orbax reader threads hitting a closed loop
 
 
 def parse_flags(argv: list[str]) -> list[str]:
