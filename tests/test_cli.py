@@ -14,7 +14,8 @@ TINY = ['--config.training.n_iters=30', '--config.training.batch_size=64',
 
 
 def _run(script, *args):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'])
   return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
 

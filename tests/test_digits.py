@@ -113,7 +113,8 @@ def test_sample_py_reads_a_paper_format_checkpoint_of_a_model_trained_here(ddpm_
                '--config.data.image_size=8', '--config.data.random_flip=False',
                '--config.sampling.method=pc', '--config.sampling.predictor=ancestral_sampling',
                '--config.sampling.num_steps=25', '--config.sampling.batch_size=4']
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'])
   run = subprocess.run([sys.executable, 'sample.py', '--config=configs/tiny/ddpm.py',
                         f'--workdir={tmp_path}', f'--paper_checkpoint={path.parent}',
                         '--num_samples=4', *overrides], cwd=ROOT, env=env, capture_output=True,

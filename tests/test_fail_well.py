@@ -320,7 +320,8 @@ def test_corrupt_latest_checkpoint_is_one_line_and_nothing_follows(tmp_path, ref
     assert str(e.value).startswith('Checkpoint step 12 is unreadable: state/_METADATA in ')
     assert 'the file is missing; move' in str(e.value) and 'resume from step 8' in str(e.value)
     return
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'])
   result = subprocess.run([sys.executable, 'sample.py', CONFIG, f'--workdir={workdir}', *TINY],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2, result.stderr[-2000:]

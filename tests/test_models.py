@@ -50,10 +50,9 @@ def _random_params(model, shape, scale=0.05):
   x = jax.ShapeDtypeStruct((1,) + tuple(shape), jnp.float32)
   labels = jax.ShapeDtypeStruct((1,), jnp.float32)
   tree = jax.eval_shape(lambda x, l: model.init(jax.random.PRNGKey(0), x, l), x, labels)['params']
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  return jax.tree_util.tree_unflatten(
-      treedef, [scale * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  rng = np.random.default_rng(1)     # numpy: one eager jax.random call per shape compiles each
+  return jax.tree.map(lambda l: jnp.asarray(scale * rng.standard_normal(l.shape), jnp.float32),
+                      tree)
 
 
 def _labels(config, batch):

@@ -53,8 +53,8 @@ def launch(workdir, n_iters, cache_dir, **extra):
          '--grace=3', f'--log_dir={workdir}/logs', '--', 'train.py',
          '--config=configs/vp/toy_spiral.py', f'--workdir={workdir}', *flags]
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', PYTHONPATH=ROOT)
-  env.pop('XLA_FLAGS', None)
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', PYTHONPATH=ROOT,
+             XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'])   # launch adds the device count
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
 
