@@ -81,8 +81,9 @@ FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive
 @pytest.fixture(scope='module')
 def ddpmpp_runs():
   """DDPM++ at one resolution (tiny/ddpmpp with ch_mult (1,), num_res_blocks 0: three residual
-  blocks and an attention block, a fifth of the compile time), trained with dropout on a regression loss, for three option sets:
-  name -> ((loss, network output), gradients), at the same random parameters and keys."""
+  blocks and an attention block, a fifth of the compile time), trained with dropout on a
+  regression loss, for three option sets: name -> ((loss, network output), gradients), at the
+  same random parameters and keys."""
   small = dict(ch_mult=(1,), num_res_blocks=0, attn_resolutions=(8,))
   base = _config('ddpmpp', **small)
   x = jax.random.uniform(jax.random.PRNGKey(2), (4, 8, 8, 3))
