@@ -118,6 +118,9 @@ def get_base_config():
   model.conditional = True
   model.precond = 'paper'                # 'paper' | 'edm' (Karras et al. 2022; models/precond.py)
   model.class_conditional = False        # a class embedding (data.num_classes + a null class)
+  model.dtype = 'float32'                # network compute: 'float32' | 'bfloat16' (params,
+                                         # optimizer, EMA, loss stay float32; models/compute.py)
+  model.remat = False                    # recompute each block's activations in the backward pass
 
   # The noise-conditional classifier of classifier guidance (models/classifier.py), trained by
   # `train.py --mode=train_classifier` into <workdir>/classifier.

@@ -17,7 +17,8 @@ and snapshot sampling), ``'sample'`` (``sample.py``) or ``'eval'`` (the evaluati
 
 A run's identity is its config minus the keys a run may change between invocations
 (``MAY_DIFFER``: run length, log / eval / snapshot frequencies, ``sampling.*``, ``eval.*``,
-data-loading knobs). ``config_differences`` compares two configs by that rule; checkpoints store
+data-loading knobs, the compute dtype and remat: none changes parameters).
+``config_differences`` compares two configs by that rule; checkpoints store
 the config (``checkpointing``) and refuse to resume or sample with a different identity.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ MAY_DIFFER = (
     'training.n_iters', 'training.log_freq', 'training.eval_freq', 'training.snapshot_freq',
     'training.snapshot_freq_for_preemption', 'training.snapshot_sampling',
     'training.distributed', 'sampling.', 'eval.', 'data.num_workers', 'data.prefetch',
-    'data.data_dir', 'data.path')
+    'data.data_dir', 'data.path', 'model.dtype', 'model.remat')
 
 POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'training.eval_freq',
             'training.snapshot_freq', 'training.snapshot_freq_for_preemption',
@@ -61,12 +62,13 @@ def _get(config, key: str, default=None):
 def _choices() -> dict[str, list]:
   """Every config key that names something, with its valid names."""
   from score_sde import likelihood, models, sampling, sde_lib, training
-  from score_sde.models import precond
+  from score_sde.models import compute, precond
   from score_sde.sampling import correctors, predictors, schedules
   return {
       'training.sde': sorted(sde_lib.SDES),
       'model.name': sorted(models.MODELS),
       'model.precond': list(precond.PRECONDS),
+      'model.dtype': list(compute.DTYPES),
       'model.embedding_type': ['fourier', 'positional'],
       'model.beta_schedule': ['linear', 'cosine'],
       'optim.optimizer': sorted(training.OPTIMIZERS),

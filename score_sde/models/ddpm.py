@@ -2,16 +2,17 @@
 
 Labels are the integer DDPM timestep (discrete) or 999 t (continuous VP); they enter through a
 sinusoidal embedding and a 2-layer MLP. Parameter names equal those of the paper's code.
+`dtype`, `remat`: compute dtype and rematerialised blocks (models/compute.py).
 """
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from score_sde.models import embeddings, layers, normalization, precond
+from score_sde.models import compute, embeddings, layers, normalization, precond
 from score_sde.models.layers import ddpm_conv3x3 as conv3x3, default_init
 
 
@@ -34,6 +35,8 @@ class DDPM(nn.Module):
   sigma_max: float = 50.0
   num_scales: int = 1000
   num_classes: int | None = None  # class-conditional: a class embedding added to temb
+  dtype: Any = jnp.float32        # compute dtype (parameters stay float32)
+  remat: bool = False             # rematerialise the residual and attention blocks
 
   def _embed(self, labels, act, class_labels=None):
     if not self.conditional:
@@ -50,12 +53,15 @@ class DDPM(nn.Module):
     layers.check_image_input(x, self.num_channels, 2**(len(self.ch_mult) - 1), 'DDPM')
     act = layers.get_act(self.nonlinearity)
     normalize = normalization.get_normalization(self.normalization)
-    resblock = functools.partial(layers.ResnetBlockDDPM, act=act, normalize=normalize,
-                                 dropout=self.dropout)
-    attn = functools.partial(layers.AttnBlock, normalize=normalize)
+    resblock = functools.partial(
+        compute.blocks(layers.ResnetBlockDDPM, self.remat, static_argnums=(3,)), act=act,
+        normalize=normalize, dropout=self.dropout)
+    attn = functools.partial(compute.blocks(layers.AttnBlock, self.remat), normalize=normalize)
     num_resolutions = len(self.ch_mult)
     temb = self._embed(labels, act, class_labels)
+    temb = None if temb is None else temb.astype(self.dtype)
     h = x if self.centered else 2 * x - 1.0
+    h = h.astype(self.dtype)   # every layer computes in its input's dtype
 
     hs = [conv3x3(h, self.nf)]
     for i_level in range(num_resolutions):
@@ -80,7 +86,8 @@ class DDPM(nn.Module):
       if i_level != 0:
         h = layers.Upsample(with_conv=self.resamp_with_conv)(h)
 
-    h = conv3x3(act(normalize()(h)), x.shape[-1], init_scale=0.0)
+    h = conv3x3(act(normalize(dtype=h.dtype)(h)), x.shape[-1], init_scale=0.0)
+    h = h.astype(jnp.float32)
     if self.scale_by_sigma:
       # Only SMLD's loss wants the output divided by sigma; DDPM's scales it in the loss.
       table = jnp.asarray(layers.sigma_table(self.sigma_min, self.sigma_max, self.num_scales))
@@ -99,5 +106,5 @@ def from_config(config) -> nn.Module:
       scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity,
       normalization=m.normalization, centered=d.centered, num_channels=d.num_channels,
       sigma_min=m.sigma_min, sigma_max=m.sigma_max, num_scales=m.num_scales,
-      num_classes=d.num_classes if m.class_conditional else None),
-      embedding_type='positional')
+      num_classes=d.num_classes if m.class_conditional else None,
+      **compute.from_config(config)), embedding_type='positional')

@@ -41,7 +41,8 @@ def ddpm_conv(x, out_ch: int, size: int, stride: int = 1, bias: bool = True,
   """A size x size 'SAME' convolution with DDPM initialisation, created in the caller's scope."""
   return nn.Conv(out_ch, kernel_size=(size, size), strides=(stride, stride), padding='SAME',
                  use_bias=bias, kernel_dilation=(dilation, dilation),
-                 kernel_init=default_init(init_scale), bias_init=nn.initializers.zeros)(x)
+                 kernel_init=default_init(init_scale), bias_init=nn.initializers.zeros,
+                 dtype=x.dtype)(x)
 
 
 ddpm_conv1x1 = functools.partial(ddpm_conv, size=1)
@@ -57,7 +58,7 @@ def ncsn_conv(x, out_ch: int, size: int, stride: int = 1, bias: bool = True,
   bias_init = lambda key, shape, dtype=jnp.float32: kernel_init(key, kernel_shape, dtype)[0, 0, 0]
   return nn.Conv(out_ch, kernel_size=(size, size), strides=(stride, stride), padding='SAME',
                  use_bias=bias, kernel_dilation=(dilation, dilation),
-                 kernel_init=kernel_init, bias_init=bias_init)(x)
+                 kernel_init=kernel_init, bias_init=bias_init, dtype=x.dtype)(x)
 
 
 ncsn_conv1x1 = functools.partial(ncsn_conv, size=1)
@@ -66,7 +67,7 @@ ncsn_conv3x3 = functools.partial(ncsn_conv, size=3)
 
 def group_norm(x):
   """GroupNorm with min(C // 4, 32) groups (NCSN++), created in the caller's scope."""
-  return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32))(x)
+  return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32), dtype=x.dtype)(x)
 
 
 class NIN(nn.Module):
@@ -78,7 +79,7 @@ class NIN(nn.Module):
   def __call__(self, x):
     W = self.param('W', default_init(self.init_scale), (x.shape[-1], self.num_units))
     b = self.param('b', nn.initializers.zeros, (self.num_units,))
-    return jnp.tensordot(x, W, axes=1) + b
+    return jnp.tensordot(x, W.astype(x.dtype), axes=1) + b.astype(x.dtype)
 
 
 def spatial_attention(x, h, make_nin: Callable[[int, float], nn.Module], init_scale: float):
@@ -89,7 +90,7 @@ def spatial_attention(x, h, make_nin: Callable[[int, float], nn.Module], init_sc
   B, H, W, C = x.shape
   q, k, v = make_nin(C, 0.1)(h), make_nin(C, 0.1)(h), make_nin(C, 0.1)(h)
   w = jnp.einsum('bhwc,bHWc->bhwHW', q, k).reshape(B, H, W, H * W) * C**-0.5
-  w = jax.nn.softmax(w, axis=-1).reshape(B, H, W, H, W)
+  w = jax.nn.softmax(w.astype(jnp.float32), axis=-1).astype(x.dtype).reshape(B, H, W, H, W)
   return make_nin(C, init_scale)(jnp.einsum('bhwHW,bHWc->bhwc', w, v))
 
 
@@ -103,7 +104,7 @@ class AttnBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return x + spatial_attention(x, self.normalize()(x), _nin, init_scale=0.0)
+    return x + spatial_attention(x, self.normalize(dtype=x.dtype)(x), _nin, init_scale=0.0)
 
 
 class Upsample(nn.Module):
@@ -140,10 +141,11 @@ class ResnetBlockDDPM(nn.Module):
   def __call__(self, x, temb=None, train: bool = True):
     C = x.shape[-1]
     out_ch = self.out_ch or C
-    h = ddpm_conv3x3(self.act(self.normalize()(x)), out_ch)
+    h = ddpm_conv3x3(self.act(self.normalize(dtype=x.dtype)(x)), out_ch)
     if temb is not None:
-      h += nn.Dense(out_ch, kernel_init=default_init())(self.act(temb))[:, None, None, :]
-    h = self.act(self.normalize()(h))
+      h += nn.Dense(out_ch, kernel_init=default_init(), dtype=h.dtype)(
+          self.act(temb))[:, None, None, :]
+    h = self.act(self.normalize(dtype=h.dtype)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
     h = ddpm_conv3x3(h, out_ch, init_scale=0.0)
     if C != out_ch:
@@ -244,7 +246,8 @@ class ConvMeanPool(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    return _mean_pool(nn.Conv(self.output_dim, (k, k), padding='SAME', use_bias=self.biases)(x))
+    return _mean_pool(nn.Conv(self.output_dim, (k, k), padding='SAME', use_bias=self.biases,
+                              dtype=x.dtype)(x))
 
 
 class ResidualBlock(nn.Module):
@@ -260,10 +263,10 @@ class ResidualBlock(nn.Module):
     if self.resample not in (None, 'down'):
       raise ValueError(f"Unknown resample {self.resample!r}; valid: None, 'down'.")
     d = self.dilation
-    h = self.act(self.normalization()(x))
+    h = self.act(self.normalization(dtype=x.dtype)(x))
     if self.resample == 'down':
       h = ncsn_conv3x3(h, h.shape[-1], dilation=d)
-      h = self.act(self.normalization()(h))
+      h = self.act(self.normalization(dtype=h.dtype)(h))
       if d > 1:
         h = ncsn_conv3x3(h, self.output_dim, dilation=d)
         shortcut = ncsn_conv3x3(x, self.output_dim, dilation=d)
@@ -278,7 +281,7 @@ class ResidualBlock(nn.Module):
     else:
       shortcut = ncsn_conv1x1(x, self.output_dim)
     h = ncsn_conv3x3(h, self.output_dim, dilation=d)
-    h = self.act(self.normalization()(h))
+    h = self.act(self.normalization(dtype=h.dtype)(h))
     h = ncsn_conv3x3(h, self.output_dim, dilation=d)
     return h + shortcut
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+import math
 
 from score_sde.models import up_or_down_sampling as ups
 from score_sde.models.layers import (NIN, ddpm_conv1x1 as conv1x1, ddpm_conv3x3 as conv3x3,
@@ -22,7 +22,8 @@ COMBINE_METHODS = ('cat', 'sum')
 
 def residual_sum(x, h, skip_rescale: bool):
   """x + h, divided by sqrt(2) with skip_rescale (keeps the variance of the sum)."""
-  return (x + h) / np.sqrt(2.0) if skip_rescale else x + h
+  # A Python float: a NumPy scalar would promote bf16 activations to float32.
+  return (x + h) / math.sqrt(2.0) if skip_rescale else x + h
 
 
 class Combine(nn.Module):
@@ -96,7 +97,8 @@ def _time_bias(h, temb, act, out_ch):
   """Add Dense(act(temb)) as a per-channel bias: temb (B, E) -> (B, 1, 1, out_ch)."""
   if temb is None:
     return h
-  return h + nn.Dense(out_ch, kernel_init=default_init())(act(temb))[:, None, None, :]
+  return h + nn.Dense(out_ch, kernel_init=default_init(), dtype=h.dtype)(
+      act(temb))[:, None, None, :]
 
 
 class ResnetBlockDDPMpp(nn.Module):

@@ -1,11 +1,14 @@
 """A time-conditioned residual MLP score network for low-dimensional data, x: (B, D) -> (B, D)."""
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from score_sde.models import embeddings, precond
+from score_sde.errors import ConfigError
+from score_sde.models import compute, embeddings, precond
 
 EMBEDDING_TYPES = ('fourier', 'positional')
 
@@ -34,6 +37,7 @@ class MLP(nn.Module):
   Fourier time embeddings see log(labels); positional ones see the labels themselves.
   With ``scale_by_sigma`` (VE) the output is divided by sigma, as NCSN++ does.
   With ``num_classes``, a class embedding of ``class_labels`` (B,) is added to temb.
+  The layers after the embeddings compute in ``dtype`` (models/compute.py).
   """
   nf: int = 128
   num_layers: int = 3
@@ -42,6 +46,7 @@ class MLP(nn.Module):
   input_fourier_scale: float | None = 1.0
   scale_by_sigma: bool = False
   num_classes: int | None = None
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, labels, train: bool = False, class_labels=None):
@@ -58,10 +63,14 @@ class MLP(nn.Module):
       x_in = InputFourierFeatures(self.nf // 2, self.input_fourier_scale)(x)
     else:
       x_in = x
-    h = nn.Dense(self.nf)(x_in)
+    dense = lambda n, **kw: nn.Dense(n, dtype=self.dtype, **kw)
+    norm = lambda: nn.LayerNorm(dtype=self.dtype)
+    temb = temb.astype(self.dtype)
+    h = dense(self.nf)(x_in.astype(self.dtype))
     for _ in range(self.num_layers):
-      h = h + nn.Dense(self.nf)(nn.silu(nn.LayerNorm()(h) + nn.Dense(self.nf)(temb)))
-    out = nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(nn.silu(nn.LayerNorm()(h)))
+      h = h + dense(self.nf)(nn.silu(norm()(h) + dense(self.nf)(temb)))
+    out = dense(x.shape[-1], kernel_init=nn.initializers.zeros)(nn.silu(norm()(h)))
+    out = out.astype(jnp.float32)
     if self.scale_by_sigma:
       out = out / labels[:, None]
     return out
@@ -69,8 +78,12 @@ class MLP(nn.Module):
 
 def from_config(config) -> MLP:
   m = config.model
+  options = compute.from_config(config)
+  if options.pop('remat'):
+    raise ConfigError("model.remat = True has no blocks to rematerialise in model 'mlp' (small "
+                      "activations); it is for the image networks 'ncsnpp', 'ddpm', 'ncsnv2_*'.")
   return precond.wrap(config, MLP(
       nf=m.nf, num_layers=m.num_layers, embedding_type=m.embedding_type,
       fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,
       scale_by_sigma=m.scale_by_sigma,
-      num_classes=config.data.num_classes if m.class_conditional else None))
+      num_classes=config.data.num_classes if m.class_conditional else None, **options))

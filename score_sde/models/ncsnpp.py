@@ -14,18 +14,19 @@ The architecture, in the paper's terms:
     summed; 'residual': a learned upsampling added to h).
   - `scale_by_sigma`: divide the output by sigma (VE: the network predicts the score
     -z / sigma with a target of unit scale).
+  - `dtype`, `remat`: compute dtype and rematerialised blocks (models/compute.py).
 
 Parameter names and shapes equal those of the paper's code for the same config.
 """
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from score_sde.models import embeddings, layers, layerspp, precond
+from score_sde.models import compute, embeddings, layers, layerspp, precond
 from score_sde.models.layers import ddpm_conv3x3 as conv3x3, default_init, group_norm
 
 RESBLOCK_TYPES = ('ddpm', 'biggan')
@@ -68,6 +69,8 @@ class NCSNpp(nn.Module):
   sigma_max: float = 50.0
   num_scales: int = 1000
   num_classes: int | None = None  # class-conditional: a class embedding added to temb
+  dtype: Any = jnp.float32        # compute dtype (parameters stay float32)
+  remat: bool = False             # rematerialise the residual and attention blocks
 
   def _validate(self, x):
     _check_choice(self.resblock_type, RESBLOCK_TYPES, 'resblock_type')
@@ -100,12 +103,14 @@ class NCSNpp(nn.Module):
     common = dict(act=act, dropout=self.dropout, init_scale=self.init_scale,
                   skip_rescale=self.skip_rescale)
     if self.resblock_type.lower() == 'ddpm':
-      resblock = functools.partial(layerspp.ResnetBlockDDPMpp, **common)
+      resblock = functools.partial(
+          compute.blocks(layerspp.ResnetBlockDDPMpp, self.remat, static_argnums=(3,)), **common)
     else:
-      resblock = functools.partial(layerspp.ResnetBlockBigGANpp, fir=self.fir,
-                                   fir_kernel=tuple(self.fir_kernel), **common)
-    attn = functools.partial(layerspp.AttnBlockpp, init_scale=self.init_scale,
-                             skip_rescale=self.skip_rescale)
+      resblock = functools.partial(
+          compute.blocks(layerspp.ResnetBlockBigGANpp, self.remat, static_argnums=(3,)),
+          fir=self.fir, fir_kernel=tuple(self.fir_kernel), **common)
+    attn = functools.partial(compute.blocks(layerspp.AttnBlockpp, self.remat),
+                             init_scale=self.init_scale, skip_rescale=self.skip_rescale)
     return resblock, attn
 
   def _downsample(self, h, temb, train, resblock):
@@ -162,6 +167,8 @@ class NCSNpp(nn.Module):
     temb, sigmas = self._embed(labels, act, class_labels)
     if not self.centered:
       x = 2 * x - 1.0
+    x = x.astype(self.dtype)   # every layer computes in its input's dtype
+    temb = None if temb is None else temb.astype(self.dtype)
 
     # Encoder: hs keeps every skip connection, the input pyramid runs alongside.
     input_pyramid = x
@@ -198,6 +205,7 @@ class NCSNpp(nn.Module):
       h = pyramid
     else:
       h = conv3x3(act(group_norm(h)), x.shape[-1], init_scale=self.init_scale)
+    h = h.astype(jnp.float32)
     if self.scale_by_sigma:
       h = h / sigmas.reshape((-1, 1, 1, 1))
     return h
@@ -218,4 +226,4 @@ def from_config(config) -> nn.Module:
       scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity, centered=d.centered,
       num_channels=d.num_channels, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
       num_scales=m.num_scales,
-      num_classes=d.num_classes if m.class_conditional else None))
+      num_classes=d.num_classes if m.class_conditional else None, **compute.from_config(config)))

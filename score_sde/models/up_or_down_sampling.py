@@ -118,6 +118,7 @@ class Conv2d(nn.Module):
     if self.up and self.down:
       raise ValueError('Conv2d cannot both upsample and downsample.')
     w = self.param('weight', self.kernel_init, (self.kernel, self.kernel, x.shape[-1], self.fmaps))
+    w = w.astype(x.dtype)   # compute in the input's dtype (bf16 mixed precision)
     if self.up:
       x = upsample_conv_2d(x, w, k=self.resample_kernel)
     elif self.down:
@@ -125,5 +126,5 @@ class Conv2d(nn.Module):
     else:
       x = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=_DIMS)
     if self.use_bias:
-      x = x + self.param('bias', nn.initializers.zeros, (self.fmaps,))
+      x = x + self.param('bias', nn.initializers.zeros, (self.fmaps,)).astype(x.dtype)
     return x
