@@ -62,12 +62,12 @@ class ArchResult:
   ema_params: Any = None
 
 
-def tiny_digits_config(arch: str, n_iters: int):
+def tiny_digits_config(arch: str, n_iters: int, evaluate: bool = True):
   config = default_digits.on_digits(importlib.import_module(f'configs.tiny.{arch}').get_config())
   tc = config.training
   tc.n_iters = n_iters
   tc.log_freq = max(n_iters // 4, 1)
-  tc.eval_freq = n_iters            # one eval step, at the end
+  tc.eval_freq = n_iters if evaluate else 10**9    # one eval step, at the end
   tc.snapshot_freq = n_iters
   tc.snapshot_freq_for_preemption = n_iters
   tc.snapshot_sampling = False
@@ -102,10 +102,10 @@ def sample_all(config, params, num_steps: int, samplers=SAMPLERS) -> dict[str, t
   return out
 
 
-def run_arch(arch: str, workdir: str, n_iters: int, num_steps: int,
-             samplers=SAMPLERS) -> ArchResult:
+def run_arch(arch: str, workdir: str, n_iters: int, num_steps: int, samplers=SAMPLERS,
+             evaluate: bool = True) -> ArchResult:
   """Trains (in two runs, the second resuming), scores the loss, samples. See the docstring."""
-  config = tiny_digits_config(arch, n_iters)
+  config = tiny_digits_config(arch, n_iters, evaluate)
   model = models.get_model(config)
   init = training.init_train_state(config, model, training.get_optimizer(config.optim),
                                    jax.random.split(jax.random.PRNGKey(config.seed), 4)[0])
