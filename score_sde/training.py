@@ -158,6 +158,12 @@ def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarra
   return plotting.image_grid(images[:64], path)
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  """Whether every entry of every leaf is finite: one program, not one eager op per leaf shape."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) -> losses.TrainState:
   """Trains ``config`` in ``workdir`` up to ``config.training.n_iters`` steps; returns the state."""
   parallel.initialize_distributed(config.training.distributed)
@@ -225,8 +231,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
     nonlocal last_saved
     if not bool(finite):
       raise non_finite(f'Loss became NaN/inf before step {step}')
-    if not bool(jax.tree.reduce(jnp.logical_and, jax.tree.map(
-        lambda x: jnp.all(jnp.isfinite(x)), (p_state.params, p_state.ema_params)))):
+    if not bool(_all_finite((p_state.params, p_state.ema_params))):
       raise non_finite(f'Parameters became NaN/inf before step {step}')
     ckpt.save(step, p_state, {'train': train_batches.get_state(), 'eval': eval_iter.get_state()},
               config=config)

@@ -75,10 +75,10 @@ SAMPLERS = ('pc_ancestral', 'pc_reverse_diffusion_langevin', 'dpm_solver')
 
 @pytest.fixture(scope='module')
 def ddpm_run(tmp_path_factory):
-  """A tiny discrete DDPM: 2 x 10 steps on 8x8 digits (resumed once), three samplers 10 steps."""
+  """A tiny discrete DDPM: 2 x 10 steps on 8x8 digits (resumed once), three samplers 25 steps."""
   workdir = str(tmp_path_factory.mktemp('digits') / 'ddpm')
   samplers = {name: tiny_archs_digits.SAMPLERS[name] for name in SAMPLERS}
-  return workdir, tiny_archs_digits.run_arch('ddpm', workdir, n_iters=20, num_steps=10,
+  return workdir, tiny_archs_digits.run_arch('ddpm', workdir, n_iters=20, num_steps=25,
                                              samplers=samplers, evaluate=False)
 
 
@@ -88,8 +88,8 @@ def test_discrete_ddpm_trains_resumes_and_samples(ddpm_run):
   assert result.loss_final < 0.95 * result.loss_init, (result.loss_init, result.loss_final)
   assert set(result.samplers) == set(SAMPLERS)
   assert all(finite for _, finite in result.samplers.values()), result.samplers
-  assert result.samplers['pc_ancestral'][0] == 10
-  assert result.samplers['pc_reverse_diffusion_langevin'][0] == 20
+  assert result.samplers['pc_ancestral'][0] == 25
+  assert result.samplers['pc_reverse_diffusion_langevin'][0] == 50
 
 
 def test_data_shape_differing_from_the_checkpoint_fails_before_anything_is_written(ddpm_run):
