@@ -24,8 +24,10 @@ demo-digits: $(VENV)/.installed
 	$(PY) train.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR)
 	$(PY) sample.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR) --num_samples=64
 
+# Two pytest-xdist workers (CI has 2 cores); a module's tests stay on one worker (its fixtures).
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/samplers.py

@@ -56,9 +56,10 @@ def _quiet_orbax():
 # Orbax on CPU/TPU saves a replicated array "replica-parallel": each device's copy is cut into
 # slices, one eager slice (one compile) per array, shape and device, ~10 s of compiles at the first
 # save of a tiny model on 8 CPU devices. Slicing only pays off when each replica's share is large.
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=2**24),
-    override=True)
+with _quiet_orbax():     # it warns that it overrides its default
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=2**24),
+      override=True)
 
 
 def _item_handlers():

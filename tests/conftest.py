@@ -12,7 +12,7 @@ import tempfile
 # XLA:CPU's LLVM optimisation is most of a test's compile time and the tests' programs are tiny:
 # compiling them unoptimised is 2.8x faster for tiny NCSN++'s gradient and slower to run only where
 # a test runs long loops. The CLI and multi-host tests' subprocesses get the same flag.
-FAST_COMPILE = '--xla_backend_optimization_level=0'
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 os.environ['SCORE_SDE_TEST_XLA_FLAGS'] = FAST_COMPILE
 _flags = os.environ.get('XLA_FLAGS', '').split()
 os.environ['XLA_FLAGS'] = ' '.join(_flags + [f for f in (
