@@ -26,6 +26,7 @@ checkpoint and asyncio's complaints about them at exit are silenced.
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import re
 import sys
 import threading
@@ -46,9 +47,19 @@ FLAGS = flags.FLAGS
 def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> NoReturn:
   """``absl.app.run(main)`` with the error handling of the module docstring. ``argv`` (default
   ``sys.argv``) is the whole command line, program name first."""
+  command_line = argv is None
   if argv is not None:  # ml_collections reads --config.* overrides from sys.argv itself
     sys.argv = list(argv)
-  app.run(_guarded(main), argv=argv, flags_parser=parse_flags)
+  try:
+    app.run(_guarded(main), argv=argv, flags_parser=parse_flags)
+  except SystemExit as e:
+    if command_line and e.code == EXIT_USER_ERROR:
+      # The message is out and main has unwound; interpreter teardown would give orbax's
+      # abandoned reader threads the chance to print after it, so the process ends here.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(EXIT_USER_ERROR)
+    raise
 
 
 def _guarded(main):

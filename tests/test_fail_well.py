@@ -297,9 +297,6 @@ def test_non_finite_parameters_are_caught_before_a_save(monkeypatch, capsys, tmp
                                     read_only=True).all_steps() == []
 
 
-# Once in three whole-suite runs an orbax reader thread printed 'Event loop is closed' after the
-# message; cli now silences thread exceptions after an error too. Retried while that is confirmed.
-@pytest.mark.flaky(reruns=2)
 @pytest.mark.parametrize('damage', ['garbage', 'no_metadata'])
 def test_corrupt_latest_checkpoint_is_one_line_and_nothing_follows(tmp_path, reference, damage):
   workdir = str(tmp_path / 'run')
