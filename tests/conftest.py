@@ -9,9 +9,9 @@ import os
 import shutil
 import tempfile
 
-# XLA:CPU's LLVM optimisation is most of a test's compile time and the tests' programs are tiny:
-# compiling them unoptimised is 2.8x faster for tiny NCSN++'s gradient and slower to run only where
-# a test runs long loops. The CLI and multi-host tests' subprocesses get the same flag.
+# XLA:CPU's optimisation is most of a test's compile time and the tests' programs are tiny:
+# unoptimised, tiny NCSN++'s gradient compiles in 3.4 s instead of 38.6 s, and only tests that run
+# long loops run slower. The CLI and multi-host tests' subprocesses get the same flags.
 FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 os.environ['SCORE_SDE_TEST_XLA_FLAGS'] = FAST_COMPILE
 _flags = os.environ.get('XLA_FLAGS', '').split()
