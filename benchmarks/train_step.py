@@ -96,13 +96,18 @@ def measure(step, state, batch, rng, steps):
   return compile_s, best, flops / 1e9, xla_bytes, peak, what
 
 
-def ours(config, batch, steps):
+def build_ours(config):
+  """(step, state, number of parameters) of our training step for ``config``."""
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
   optimizer = training.get_optimizer(config.optim)
   state = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
   step, _ = training.get_step_fns(config, sde, model, optimizer)
-  n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+  return step, state, sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+
+
+def ours(config, batch, steps):
+  step, state, n_params = build_ours(config)
   return measure(step, state, _batch(config, batch), jax.random.PRNGKey(2), steps), n_params
 
 
@@ -151,7 +156,8 @@ def import_paper(path):
   return pmutils, psde_lib, plosses
 
 
-def paper(config, batch, steps, paper_modules):
+def build_paper(config, paper_modules):
+  """(step, state, number of parameters) of the paper's model and loss with our optimizer."""
   pmutils, psde_lib, plosses = paper_modules
   model = pmutils.get_model(config.model.name)(config=config)
   x = jnp.zeros((1, config.data.image_size, config.data.image_size, config.data.num_channels))
@@ -180,7 +186,11 @@ def paper(config, batch, steps, paper_modules):
                        params)
     return ({'step': state['step'] + 1, 'params': params, 'ema': ema, 'opt': opt,
              'states': new_states}, {'loss': loss})
-  n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  return step, state, sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def paper(config, batch, steps, paper_modules):
+  step, state, n_params = build_paper(config, paper_modules)
   return measure(step, state, _batch(config, batch), jax.random.PRNGKey(2), steps), n_params
 
 
