@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging as std_logging
 import os
 import re
+import sys
 from typing import Any
 
 import jax
@@ -51,6 +53,42 @@ def _quiet_orbax():
     yield
   finally:
     logging.set_verbosity(level)
+
+
+# A failed restore leaves orbax's other array reads running; as each finishes it reports itself
+# through sys.unraisablehook (its own error, or asyncio's 'Event loop is closed' once orbax has
+# closed its loop) and asyncio's 'Task exception was never retrieved', while and after the
+# restore's one CheckpointError is raised. These repeat that error, so they are dropped.
+_ABANDONED_READ = 'Encountered error while reading array'
+
+
+def _is_abandoned_read(unraisable) -> bool:
+  error = unraisable.exc_value
+  return ((isinstance(error, RuntimeError) and str(error) == 'Event loop is closed')
+          or _ABANDONED_READ in str(error))
+
+
+class _AbandonedReadLogFilter(std_logging.Filter):
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return _ABANDONED_READ not in record.getMessage()
+
+
+std_logging.getLogger('asyncio').addFilter(_AbandonedReadLogFilter())
+
+
+@contextlib.contextmanager
+def _drop_abandoned_reads():
+  """Drops the abandoned reads' reports from ``sys.unraisablehook`` during a restore and, if
+  the restore fails, after it (the reads outlive it); everything else reaches the old hook."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+  sys.unraisablehook = hook
+  yield
+  if sys.unraisablehook is hook:   # reached only when the restore succeeded
+    sys.unraisablehook = previous
 
 
 # Orbax on CPU/TPU saves a replicated array "replica-parallel": each device's copy is cut into
@@ -153,7 +191,7 @@ class Checkpointer:
     args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
                               data=ocp.args.JsonRestore())
     try:
-      with _quiet_orbax():
+      with _quiet_orbax(), _drop_abandoned_reads():
         restored = self._manager.restore(step, args=args)
     except Exception as e:  # noqa: BLE001  orbax raises many types for unreadable trees
       raise CheckpointError(self._unreadable(step, e)) from e
@@ -199,12 +237,27 @@ class Checkpointer:
 
 
 def _file_and_cause(e: Exception) -> tuple[str | None, str]:
-  """The file a (TensorStore) read error is about and its cause, without TensorStore's spec."""
-  message = str(e).split(' [tensorstore_spec=')[0].strip()
+  """The file a (TensorStore) read error is about and its cause, without TensorStore's spec.
+
+  Orbax wraps TensorStore's error ("Encountered error while reading array index ... See full
+  TensorStore details: <spec>"), so the exception chain is searched for the one naming a file;
+  the array it was reading, when named, goes into the cause."""
+  chain, seen = [], set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  named = [c for c in chain if 'local file "' in str(c)]
+  e = named[0] if named else chain[0]
+  message = str(e).split(' [tensorstore_spec=')[0].split(' See full TensorStore details')[0]
+  message = message.strip()
   files = re.findall(r'local file "([^"]+)"', message)
   file = files[-1] if files else None
   if file is not None:
     cause = message.rsplit(f'local file "{file}"', 1)[1].lstrip(': ')
+    array = re.search(r'Error reading "([^"/]+)/[^"]*"', message)
+    if array:
+      cause = f'array {array.group(1).replace(".", "/")}: {cause}'
   else:
     cause = f'{type(e).__name__}: {message}'
   cause = cause.splitlines()[0] if cause else type(e).__name__
