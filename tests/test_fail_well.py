@@ -330,3 +330,25 @@ def test_corrupt_latest_checkpoint_is_one_line_and_nothing_follows(tmp_path, ref
                    r'valid for value of size 8; ', message), message
   assert 'TensorStore' not in message and 'tensorstore_spec' not in message
   assert f'move {checkpointing.checkpoint_dir(workdir)}/12 away to resume from step 8' in message
+
+
+def test_read_error_message_comes_from_the_tensorstore_error_under_orbax_wrapper():
+  inner = ValueError('OUT_OF_RANGE: Error reading "ema_params.Dense_0.kernel/0.0" in OCDBT '
+                     'database at local file "/w/checkpoints/12/state/": Requested byte range '
+                     '[0, 3825) is not valid for value of size 8')
+  try:
+    try:
+      raise inner
+    except ValueError as e:
+      raise Exception('Encountered error while reading array index: (slice(0, 32, 1),). See full '
+                      'TensorStore details: <bound method spec of TensorStore({})>.') from e
+  except Exception as e:  # noqa: BLE001
+    outer = e
+  file, cause = checkpointing._file_and_cause(outer)
+  assert file == '/w/checkpoints/12/state/'
+  assert cause == ('array ema_params/Dense_0/kernel: Requested byte range [0, 3825) is not valid '
+                   'for value of size 8')
+  # An error that names no file keeps its own type and first line, without TensorStore's spec.
+  file, cause = checkpointing._file_and_cause(Exception(
+      'Encountered error while reading array index: (). See full TensorStore details: <x>'))
+  assert file is None and cause == 'Exception: Encountered error while reading array index: ().'
