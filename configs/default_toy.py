@@ -49,3 +49,14 @@ def get_config():
   optim.warmup = 100
   optim.grad_clip = 1.0
   return config.lock()   # experiment files may change values, not add keys: a typo fails
+
+
+def conditional(config):
+  """``config`` made class-conditional on the toy's two labels (``datasets.toy``: a spiral's
+  arm, a mixture component's index mod 2), with 10% label dropout so that one network gives
+  s(x, t, y) and s(x, t): classifier-free guidance via ``sample.py --labels=0,1
+  --config.sampling.guidance_scale=2``."""
+  config.data.num_classes = 2
+  config.model.class_conditional = True
+  config.training.label_dropout = 0.1
+  return config

@@ -1,14 +1,7 @@
-"""spiral, class-conditional (labels: the spiral's arm), with the VP SDE.
-
-One network gives s(x, t, y) and, through label dropout, s(x, t): sample with classifier-free
-guidance via sample.py --labels=0,1 --config.sampling.guidance_scale=2.
-"""
+"""spiral, class-conditional (labels: the spiral's arm), with the VP SDE."""
+from configs import default_toy
 from configs.vp import toy_spiral
 
 
 def get_config():
-  config = toy_spiral.get_config()
-  config.data.num_classes = 2
-  config.model.class_conditional = True
-  config.training.label_dropout = 0.1
-  return config
+  return default_toy.conditional(toy_spiral.get_config())
