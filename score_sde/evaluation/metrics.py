@@ -7,6 +7,8 @@ Salimans et al. 2016 / torch-fidelity (IS).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 import scipy.special
@@ -48,6 +50,14 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
   return features.mean(0), np.cov(features, rowvar=False).reshape(features.shape[1], -1)
 
 
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+  # A singular product (fewer samples than features) makes scipy warn; pytorch-fid asks it not
+  # to (disp=False) and, as here, checks the root itself.
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)
+    return scipy.linalg.sqrtm(a)
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (FID on Inception features).
 
@@ -68,10 +78,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
       raise DataError(f'{name} has shape {arr.shape}; with mu1 of shape {(d,)} it must be {shape}')
 
   diff = mu1 - mu2
-  covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+  covmean = _sqrtm(sigma1 @ sigma2)
   if not np.isfinite(covmean).all():
     offset = np.eye(d) * FID_EPS
-    covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=IMAG_ATOL):
       raise DataError('frechet_distance: sqrt(sigma1 sigma2) has an imaginary component of '
