@@ -96,11 +96,25 @@ def _silence_background_noise() -> None:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with command-line and config-file problems as one short message."""
   try:
-    return FLAGS(argv)
+    remaining = FLAGS(argv)
+    _raise_deferred_config_errors()
+    return remaining
   except Exception as e:  # noqa: BLE001  everything here is about the command line
     if '--traceback' in argv:
       raise
     fail(flag_error_message(e, argv))
+
+
+def _raise_deferred_config_errors() -> None:
+  # ml_collections keeps a config file that cannot be read (IOError) as a placeholder that
+  # raises on first use, inside the program; it is raised here, with the flags' other errors.
+  for name in FLAGS:
+    value = FLAGS[name].value
+    if type(value).__name__ == '_ErrorConfig':
+      try:
+        value.keys()
+      except OSError as e:
+        raise (e.__cause__ or e) from None
 
 
 def flag_error_message(e: Exception, argv: Sequence[str]) -> str:

@@ -197,6 +197,16 @@ def test_sample_missing_workdir_says_so(capsys, tmp_path):
   assert code == 2 and f'--workdir {tmp_path}/nowhere does not exist' in err, err
 
 
+@pytest.mark.parametrize('script', ['train.py', 'sample.py'])
+def test_missing_config_file_without_overrides_is_one_line(capsys, tmp_path, script):
+  # Without --config.* overrides ml_collections defers the file's IOError to the config's first
+  # use, inside the program; with them it raises while parsing (test_sample_bad_input).
+  code, _, err = run_cli(capsys, script, '--config=configs/vp/nope.py', f'--workdir={tmp_path}')
+  assert code == 2, err
+  assert err == ("Error: Cannot load the config file: [Errno 2] No such file or directory: "
+                 "'configs/vp/nope.py'\n"), err
+
+
 def test_traceback_flag_shows_the_stack(capsys, reference):
   with pytest.raises(errors.ConfigError, match="Unknown training.sde 'bridge'"):
     run_cli(capsys, 'train.py', CONFIG, f'--workdir={reference}', *TINY,
