@@ -271,8 +271,23 @@ def _shapes(tree) -> dict[str, tuple[int, ...] | None]:
       v, 'shape') else v.shape) for path, v in flat}
 
 
+def check_workdir(workdir: str) -> None:
+  """A run can write into ``workdir``: it is a directory, or can be made as one."""
+  path = os.path.abspath(workdir)
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    what = 'is a file' if existing == path else f'is under {existing}, a file'
+    raise errors.ConfigError(f'--workdir {workdir} {what}; give a directory (it is created if '
+                             'missing).')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise errors.ConfigError(f'--workdir {workdir}: {existing} is not writable.')
+
+
 def check_run_config(config, workdir: str) -> None:
   """``Checkpointer.check_config`` for the latest checkpoint of ``workdir``, if it has one."""
+  check_workdir(workdir)
   directory = checkpoint_dir(workdir)
   if os.path.isdir(directory):
     ckpt = Checkpointer(directory, read_only=True)

@@ -27,3 +27,8 @@ class DataError(ScoreSDEError, ValueError):
 
 class MissingFileError(ScoreSDEError, FileNotFoundError):
   """A file the user must provide (weights, checkpoint, image) is not where they said."""
+
+
+class MissingDependencyError(ScoreSDEError, ImportError):
+  """An optional package (TensorFlow for preparing TFDS data, torch for converting weights) that
+  this path needs is not installed; the message names the extra that provides it."""

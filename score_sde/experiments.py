@@ -47,7 +47,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from score_sde import generation, models, parallel, plotting, sampling, sde_lib
+from score_sde import checkpointing, generation, models, parallel, plotting, sampling, sde_lib
 from score_sde.datasets import toy
 from score_sde.errors import ConfigError, ScoreSDEError
 from score_sde.evaluation import toy_metrics
@@ -387,6 +387,7 @@ def run(spec, workdir: str, devices: Sequence | None = None,
   spec = load_spec(spec)
   variants, cells = plan(spec)
   devices = list(devices or jax.local_devices())
+  checkpointing.check_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'spec.json'), json.loads(spec.to_json_best_effort()))
   cell_dir = os.path.join(workdir, 'cells')

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde.compile_once import compile_once
+from score_sde.errors import ConfigError, DataError
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -111,21 +112,21 @@ _START_EVALS = 1
 def _lookup(table: dict, name: str, what: str):
   key = name.lower() if isinstance(name, str) else name
   if key not in table:
-    raise ValueError(f'Unknown {what} {name!r}; valid: {sorted(table)}.')
+    raise ConfigError(f'Unknown {what} {name!r}; valid: {sorted(table)}.')
   return table[key]
 
 
 def _check_input(x) -> jax.Array:
   """Shape, dtype and finiteness checks with messages a user can act on (before any compile)."""
   if not hasattr(x, 'shape') or x.ndim < 2 or x.shape[0] < 1:
-    raise ValueError(f'x must be a batch (B, ...) with B >= 1 and at least one data axis, got '
-                     f'shape {getattr(x, "shape", type(x))}; for one example use x[None].')
+    raise DataError(f'x must be a batch (B, ...) with B >= 1 and at least one data axis, got '
+                    f'shape {getattr(x, "shape", type(x))}; for one example use x[None].')
   if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f'x must be floating point (data in the model\'s range), got {x.dtype}.')
+    raise DataError(f'x must be floating point (data in the model\'s range), got {x.dtype}.')
   message = 'likelihood_fn: x contains NaN or inf; the log-likelihood of such data is undefined.'
   if not isinstance(x, jax.core.Tracer):
     if not np.all(np.isfinite(np.asarray(x))):
-      raise ValueError(message)
+      raise DataError(message)
     return jnp.asarray(x)
   return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message)
 
@@ -136,11 +137,11 @@ def _check_score_fn(score_fn: ScoreFn, x) -> None:
   try:
     out = jax.eval_shape(score_fn, jax.ShapeDtypeStruct(x.shape, x.dtype), t)
   except Exception as e:  # the model or closed-form score does not accept this data shape
-    raise ValueError(f'score_fn(x, t) failed for x of shape {x.shape} and t of shape '
-                     f'{t.shape}: {type(e).__name__}: {str(e)[:300]}') from e
+    raise DataError(f'score_fn(x, t) failed for x of shape {x.shape} and t of shape '
+                    f'{t.shape}: {type(e).__name__}: {str(e)[:300]}') from e
   if getattr(out, 'shape', None) != x.shape:
-    raise ValueError(f'score_fn(x, t) must return x\'s shape {x.shape}, got '
-                     f'{getattr(out, "shape", type(out))}.')
+    raise DataError(f'score_fn(x, t) must return x\'s shape {x.shape}, got '
+                    f'{getattr(out, "shape", type(out))}.')
 
 
 def get_likelihood_fn(sde, hutchinson_type: str = 'rademacher', rtol: float = 1e-5,
@@ -169,9 +170,9 @@ def get_likelihood_fn(sde, hutchinson_type: str = 'rademacher', rtol: float = 1e
   sample_probe, divergence = _lookup(HUTCHINSON_TYPES, hutchinson_type, 'hutchinson_type')
   solver_cls, evals_per_step = _lookup(SOLVERS, solver, 'solver')
   if not (rtol > 0 and atol > 0):
-    raise ValueError(f'rtol and atol must be positive, got rtol={rtol}, atol={atol}.')
+    raise ConfigError(f'rtol and atol must be positive, got rtol={rtol}, atol={atol}.')
   if not 0 < eps < sde.T:
-    raise ValueError(f'eps must lie in (0, T = {sde.T}), got {eps}.')
+    raise ConfigError(f'eps must lie in (0, T = {sde.T}), got {eps}.')
 
   def solve(rng, score_fn: ScoreFn, x):
     _check_score_fn(score_fn, x)
@@ -219,10 +220,10 @@ def bpd_offset(inverse_scaler: Callable | None = None, num_bins: int = 256) -> f
       slope, slope_1 = (float(jax.grad(lambda v: inverse_scaler(v) * 1.0)(jnp.float32(a)))
                         for a in (0.0, 1.0))
     if not np.isclose(slope, slope_1) or slope == 0:
-      raise ValueError('inverse_scaler must be affine and invertible (a data scaler such as '
-                       f'x -> (x + 1) / 2); its slope is {slope} at 0 and {slope_1} at 1.')
+      raise DataError('inverse_scaler must be affine and invertible (a data scaler such as '
+                      f'x -> (x + 1) / 2); its slope is {slope} at 0 and {slope_1} at 1.')
   if num_bins < 2:
-    raise ValueError(f'num_bins must be >= 2, got {num_bins}.')
+    raise DataError(f'num_bins must be >= 2, got {num_bins}.')
   return math.log2(num_bins) + math.log2(abs(slope))
 
 

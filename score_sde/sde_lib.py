@@ -76,9 +76,10 @@ class _VPFamily:
 
   def __post_init__(self):
     if self.beta_schedule not in ('linear', 'cosine'):
-      raise ValueError(f"Unknown beta_schedule {self.beta_schedule!r}; valid: 'linear', 'cosine'.")
+      raise ConfigError(f"Unknown beta_schedule {self.beta_schedule!r}; valid: 'linear', "
+                        "'cosine'.")
     if self.N < 1:
-      raise ValueError(f'N must be >= 1, got {self.N}.')
+      raise ConfigError(f'N must be >= 1, got {self.N}.')
 
   @property
   def T(self) -> float:
@@ -192,9 +193,10 @@ class VESDE:
 
   def __post_init__(self):
     if not 0 < self.sigma_min < self.sigma_max:
-      raise ValueError(f'Need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}.')
+      raise ConfigError(f'Need 0 < sigma_min < sigma_max, got {self.sigma_min}, '
+                        f'{self.sigma_max}.')
     if self.N < 1:
-      raise ValueError(f'N must be >= 1, got {self.N}.')
+      raise ConfigError(f'N must be >= 1, got {self.N}.')
 
   @property
   def T(self) -> float:

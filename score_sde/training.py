@@ -41,7 +41,7 @@ OPTIMIZERS = {'Adam': _adam}
 def get_optimizer(optim) -> optax.GradientTransformation:
   """Global-norm clipping, then Adam(W) with the paper's linear warm-up: lr min(step/warmup, 1)."""
   if optim.optimizer not in OPTIMIZERS:
-    raise ValueError(f'Unknown optimizer {optim.optimizer!r}; valid: {sorted(OPTIMIZERS)}.')
+    raise ConfigError(f'Unknown optimizer {optim.optimizer!r}; valid: {sorted(OPTIMIZERS)}.')
   schedule = (optax.linear_schedule(0.0, optim.lr, optim.warmup) if optim.warmup > 0
               else optax.constant_schedule(optim.lr))
   chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []

@@ -207,6 +207,29 @@ def test_missing_config_file_without_overrides_is_one_line(capsys, tmp_path, scr
                  "'configs/vp/nope.py'\n"), err
 
 
+def test_workdir_that_is_a_file_is_one_line(capsys, tmp_path):
+  (tmp_path / 'file').write_text('')
+  for workdir, what in ((tmp_path / 'file', 'is a file'),
+                        (tmp_path / 'file' / 'sub', f'is under {tmp_path}/file, a file')):
+    code, _, err = run_cli(capsys, 'train.py', CONFIG, f'--workdir={workdir}', *TINY)
+    assert code == 2 and err == (f'Error: --workdir {workdir} {what}; give a directory (it is '
+                                 'created if missing).\n'), err
+
+
+@pytest.mark.parametrize('path,expected', [
+    ('nowhere', "is not a directory; set data.path to a folder of .png/.jpg/.jpeg images."),
+    ('empty', 'No images (.png, .jpg, .jpeg) found under '),
+])
+def test_bad_image_folder_is_one_line(capsys, tmp_path, path, expected):
+  (tmp_path / 'empty').mkdir()
+  code, _, err = run_cli(capsys, 'train.py', '--config=configs/vp/digits_ddpmpp_continuous.py',
+                         f'--workdir={tmp_path}/run', '--config.data.dataset=folder',
+                         f'--config.data.path={tmp_path}/{path}', '--config.training.n_iters=1')
+  assert code == 2 and err.startswith('Error: ') and len(err.splitlines()) == 1, err
+  assert expected in err, err
+  assert not (tmp_path / 'run').exists()
+
+
 def test_traceback_flag_shows_the_stack(capsys, reference):
   with pytest.raises(errors.ConfigError, match="Unknown training.sde 'bridge'"):
     run_cli(capsys, 'train.py', CONFIG, f'--workdir={reference}', *TINY,

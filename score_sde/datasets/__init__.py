@@ -92,8 +92,9 @@ def _folder_source(config, split: str):
   del split   # a folder has one split
   source = folder.scan_folder(config.data.path)
   if source.num_channels != config.data.num_channels:
-    raise ValueError(f'Images under {config.data.path!r} have {source.num_channels} channel(s) '
-                     f'(mode {source.mode}) but data.num_channels = {config.data.num_channels}.')
+    raise errors.ConfigError(
+        f'Images under {config.data.path!r} have {source.num_channels} channel(s) (mode '
+        f'{source.mode}) but data.num_channels = {config.data.num_channels}.')
   preprocess = functools.partial(folder.decode, mode=source.mode,
                                  image_size=config.data.image_size)
   return source, preprocess, source.labels is not None

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from score_sde.datasets import image_ops
+from score_sde.errors import DataError, MissingFileError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 # PIL mode -> the mode images are converted to; its band count is the channel count.
@@ -82,11 +83,11 @@ class FolderSource:
 def scan_folder(root: str) -> FolderSource:
   """Finds and checks every image under ``root`` (see the module docstring for the rules)."""
   if not root or not os.path.isdir(root):
-    raise FileNotFoundError(f'data.path = {root!r} is not a directory; set data.path to a folder '
-                            f'of {"/".join(IMAGE_EXTENSIONS)} images.')
+    raise MissingFileError(f'data.path = {root!r} is not a directory; set data.path to a folder '
+                           f'of {"/".join(IMAGE_EXTENSIONS)} images.')
   files = find_images(root)
   if not files:
-    raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found under {root!r}.')
+    raise DataError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found under {root!r}.')
   modes, bad = {}, []
   for f in files:
     try:
@@ -96,17 +97,17 @@ def scan_folder(root: str) -> FolderSource:
   if bad:
     listed = '\n  '.join(bad[:_MAX_LISTED])
     more = f'\n  ... and {len(bad) - _MAX_LISTED} more' if len(bad) > _MAX_LISTED else ''
-    raise ValueError(f'{len(bad)} of {len(files)} image files under {root!r} cannot be read; '
-                     f'delete or repair them (corrupt files are not skipped, so that the dataset '
-                     f'is exactly what is on disk):\n  {listed}{more}')
+    raise DataError(f'{len(bad)} of {len(files)} image files under {root!r} cannot be read; '
+                    f'delete or repair them (corrupt files are not skipped, so that the dataset '
+                    f'is exactly what is on disk):\n  {listed}{more}')
   by_channels: dict[int, list[str]] = {}
   for f, m in modes.items():
     by_channels.setdefault(len(m), []).append(f)
   if len(by_channels) > 1:
     examples = '; '.join(f'{c} channel(s): {len(fs)} files, e.g. {fs[0]}'
                          for c, fs in sorted(by_channels.items()))
-    raise ValueError(f'Images under {root!r} have mixed channel counts ({examples}). Convert them '
-                     f'to one mode (e.g. all RGB) first.')
+    raise DataError(f'Images under {root!r} have mixed channel counts ({examples}). Convert them '
+                    f'to one mode (e.g. all RGB) first.')
   labels = classes = None
   if all(os.sep in f for f in files):
     classes = tuple(sorted({f.split(os.sep)[0] for f in files}))
@@ -122,8 +123,8 @@ def decode(record: dict[str, Any], mode: str, image_size: int) -> dict[str, Any]
     with Image.open(path) as im:
       image = np.asarray(im.convert(mode))
   except Exception as e:
-    raise ValueError(f'Cannot decode image {path!r} ({type(e).__name__}: {e}); delete or repair '
-                     f'it.') from e
+    raise DataError(f'Cannot decode image {path!r} ({type(e).__name__}: {e}); delete or repair '
+                    f'it.') from e
   if image.ndim == 2:
     image = image[..., None]
   out = {'image': image_ops.resize_then_crop(image, image_size)}

@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from score_sde import parallel
+from score_sde.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,7 @@ def build(source: Any, preprocess: Callable, opts: PipelineOptions) -> ImageIter
   host_batch = opts.global_batch_size // jax.process_count()
   ds = grain.MapDataset.source(source)
   if len(ds) == 0:
-    raise ValueError('The dataset split is empty.')
+    raise DataError('The dataset split is empty.')
   ds = host_shard(ds, drop_remainder=opts.num_epochs is None)
   examples_per_host = math.ceil(len(source) / jax.process_count()) * (opts.num_epochs or 0)
   if opts.shuffle:

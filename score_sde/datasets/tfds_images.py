@@ -22,12 +22,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from score_sde import errors
 from score_sde.datasets import image_ops
 
 TF_EXTRA = "pip install 'score_sde[tf]'"
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(errors.MissingFileError):
   """The dataset is not in the data dir in a format ``tfds.data_source`` can read."""
 
 
@@ -87,7 +88,7 @@ def _not_prepared_message(name: str, data_dir: str | None, reason: str) -> str:
   where = f'--data_dir={data_dir}' if data_dir else '(default data dir ~/tensorflow_datasets)'
   spec = TFDS_DATASETS.get(name)
   note = f' {spec.prepare_note}' if spec and spec.prepare_note else ''
-  return (f'{reason}\nPrepare it once; TFDS needs TensorFlow to download and prepare datasets, '
+  return (f'{reason} Prepare it once; TFDS needs TensorFlow to download and prepare datasets, '
           f'which the optional [tf] extra provides: {TF_EXTRA}; then '
           f'`tfds build {name} --file_format=array_record {where}`, and set data.data_dir to '
           f'that directory.{note} Nothing is downloaded at training time.')
@@ -101,8 +102,9 @@ def open_data_source(name: str, split: str, data_dir: str | None) -> Any:
   except ImportError as e:
     if 'tensorflow' not in str(e).lower():
       raise
-    raise ImportError(f'Reading {name!r} needs TensorFlow ({e}); install the optional [tf] extra: '
-                      f'{TF_EXTRA}.') from e
+    raise errors.MissingDependencyError(
+        f'Reading {name!r} needs TensorFlow ({e}); install the optional [tf] extra: '
+        f'{TF_EXTRA}.') from e
   except Exception as e:   # TFDS raises several types here; diagnose from the files instead
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
@@ -114,8 +116,8 @@ def open_data_source(name: str, split: str, data_dir: str | None) -> Any:
       raise DatasetNotPreparedError(_not_prepared_message(
           name, data_dir, f'Dataset {name!r} at {builder.data_path} is prepared as {formats}; '
           'random access (tfds.data_source) needs array_record.')) from e
-    raise ValueError(f'Could not open split {split!r} of {name!r} at {builder.data_path}: '
-                     f'{e}. Available splits: {sorted(builder.info.splits)}.') from e
+    raise errors.DataError(f'Could not open split {split!r} of {name!r} at {builder.data_path}: '
+                           f'{e}. Available splits: {sorted(builder.info.splits)}.') from e
 
 
 def _decode_example(record: dict[str, Any], spec: TfdsSpec, image_size: int) -> dict[str, Any]:
@@ -135,8 +137,9 @@ def get_source(name: str, config, split: str):
   """
   spec = TFDS_DATASETS[name]
   if config.data.num_channels != spec.num_channels:
-    raise ValueError(f'{name!r} has {spec.num_channels} channel(s) but data.num_channels = '
-                     f'{config.data.num_channels}; set data.num_channels={spec.num_channels}.')
+    raise errors.ConfigError(
+        f'{name!r} has {spec.num_channels} channel(s) but data.num_channels = '
+        f'{config.data.num_channels}; set data.num_channels={spec.num_channels}.')
   source = open_data_source(spec.tfds_name, split_name(spec, split), config.data.data_dir)
   preprocess = functools.partial(_decode_example, spec=spec, image_size=config.data.image_size)
   return source, preprocess, spec.label_key is not None

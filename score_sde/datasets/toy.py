@@ -184,7 +184,7 @@ TOY_DISTRIBUTIONS = {
 
 def get_toy_sampler(name: str) -> Callable[[jax.Array, int], jax.Array]:
   if name not in TOY_DISTRIBUTIONS:
-    raise ValueError(f'Unknown toy distribution {name!r}; valid: {sorted(TOY_DISTRIBUTIONS)}.')
+    raise ConfigError(f'Unknown toy distribution {name!r}; valid: {sorted(TOY_DISTRIBUTIONS)}.')
   return TOY_DISTRIBUTIONS[name]
 
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import checkpointing, datasets, likelihood, models, parallel, sde_lib
+from score_sde.errors import ConfigError, DataError
 from score_sde.models import utils as mutils
 
 DEFAULT_TOY_EXAMPLES = 10000
@@ -78,7 +79,7 @@ def _num_batches(config, data_iter) -> int:
 def _get_data(config, num_devices: int):
   split = config.eval.bpd_dataset
   if split not in SPLITS:
-    raise ValueError(f'Unknown eval.bpd_dataset {split!r}; valid: {list(SPLITS)}.')
+    raise ConfigError(f'Unknown eval.bpd_dataset {split!r}; valid: {list(SPLITS)}.')
   if not is_image_data(config):
     return datasets.get_dataset(config, split, num_local_devices=num_devices,
                                 batch_size=config.eval.batch_size)
@@ -106,7 +107,7 @@ def evaluate_checkpoint(config, p_step, replicated_params, num_devices: int, rng
     nfes.append(np.asarray(nfe, np.float64))
   values = parallel.gather_hosts(np.concatenate(values) if values else np.zeros((0,)))
   if values.size == 0:
-    raise ValueError(f'No examples in the {config.eval.bpd_dataset!r} split to evaluate.')
+    raise DataError(f'No examples in the {config.eval.bpd_dataset!r} split to evaluate.')
   std_err = values.std(ddof=1) / math.sqrt(values.size) if values.size > 1 else float('nan')
   return {'mean': float(values.mean()), 'std_err': float(std_err),
           'num_examples': int(values.size), 'mean_nfe': float(np.mean(np.concatenate(nfes)))}
@@ -139,7 +140,7 @@ def evaluate(config, workdir: str, devices: Sequence | None = None) -> dict[int,
   ``checkpointing.CheckpointError`` if no checkpoint is in range.
   """
   if not config.eval.enable_bpd:
-    raise ValueError('evaluate() computes likelihoods only; set --config.eval.enable_bpd=True.')
+    raise ConfigError('evaluate() computes likelihoods only; set --config.eval.enable_bpd=True.')
   devices = list(devices or jax.local_devices())
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)

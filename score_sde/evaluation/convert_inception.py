@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from score_sde.errors import DataError, MissingFileError, ScoreSDEError
+from score_sde.errors import DataError, MissingDependencyError, MissingFileError, ScoreSDEError
 from score_sde.evaluation import inception
 
 # torch suffix -> (collection, flax leaf name, array transform).
@@ -71,9 +71,10 @@ def load_torch_state_dict(src: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as e:
-    raise ImportError('Converting the .pth weights needs torch, only for this one-time step: '
-                      "`pip install torch` or `pip install -e '.[torch]'` (the CPU build is "
-                      'enough), in any environment with this package.') from e
+    raise MissingDependencyError(
+        'Converting the .pth weights needs torch, only for this one-time step: `pip install '
+        "torch` or `pip install -e '.[torch]'` (the CPU build is enough), in any environment "
+        'with this package.') from e
   state_dict = torch.load(src, map_location='cpu', weights_only=True)
   return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
 

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from score_sde.errors import ConfigError
+
 
 def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int,
                            max_positions: int = 10000) -> jax.Array:
@@ -41,5 +43,5 @@ def class_embedding(class_labels, num_classes: int, dim: int) -> jax.Array:
   """(B,) int labels in [0, num_classes] -> (B, dim); label num_classes is the null class (no
   label), so one network gives both s(x, t, y) and s(x, t). Call inside a compact module."""
   if class_labels is None:
-    raise ValueError('A class-conditional network needs class_labels (num_classes: no label).')
+    raise ConfigError('A class-conditional network needs class_labels (num_classes: no label).')
   return nn.Embed(num_classes + 1, dim, name='class_embedding')(class_labels.astype(jnp.int32))

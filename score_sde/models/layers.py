@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.errors import ConfigError
+from score_sde.errors import ConfigError, DataError
 
 ACTIVATIONS = {
     'elu': nn.elu,
@@ -27,7 +27,7 @@ ACTIVATIONS = {
 def get_act(name: str) -> Callable[[jax.Array], jax.Array]:
   """The activation called `name` (case-insensitive)."""
   if name.lower() not in ACTIVATIONS:
-    raise ValueError(f'Unknown nonlinearity {name!r}; valid: {sorted(ACTIVATIONS)}.')
+    raise ConfigError(f'Unknown nonlinearity {name!r}; valid: {sorted(ACTIVATIONS)}.')
   return ACTIVATIONS[name.lower()]
 
 
@@ -203,8 +203,8 @@ class MSFBlock(nn.Module):
   @nn.compact
   def __call__(self, xs):
     if self.interpolation not in INTERPOLATIONS:
-      raise ValueError(f'Unknown interpolation {self.interpolation!r}; '
-                       f'valid: {sorted(INTERPOLATIONS)}.')
+      raise ConfigError(f'Unknown interpolation {self.interpolation!r}; '
+                        f'valid: {sorted(INTERPOLATIONS)}.')
     out = 0.0
     for x in xs:
       h = ncsn_conv3x3(x, self.features)
@@ -261,7 +261,7 @@ class ResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.resample not in (None, 'down'):
-      raise ValueError(f"Unknown resample {self.resample!r}; valid: None, 'down'.")
+      raise ConfigError(f"Unknown resample {self.resample!r}; valid: None, 'down'.")
     d = self.dilation
     h = self.act(self.normalization(dtype=x.dtype)(x))
     if self.resample == 'down':
@@ -289,12 +289,12 @@ class ResidualBlock(nn.Module):
 def check_image_input(x, num_channels: int, divisor: int, name: str):
   """Raise a clear ValueError unless x is (B, H, W, num_channels) with H, W divisible by divisor."""
   if x.ndim != 4:
-    raise ValueError(f'{name} expects images (B, H, W, C); got shape {x.shape}.')
+    raise DataError(f'{name} expects images (B, H, W, C); got shape {x.shape}.')
   if x.shape[-1] != num_channels:
-    raise ValueError(f'{name} was built for {num_channels} channels; got input shape {x.shape}.')
+    raise DataError(f'{name} was built for {num_channels} channels; got input shape {x.shape}.')
   if x.shape[1] % divisor or x.shape[2] % divisor:
-    raise ValueError(f'{name} downsamples by {divisor}: image size {x.shape[1:3]} must be '
-                     f'divisible by {divisor}.')
+    raise DataError(f'{name} downsamples by {divisor}: image size {x.shape[1:3]} must be '
+                    f'divisible by {divisor}.')
 
 
 def check_image_size(image_size: int | None, divisor: int, name: str) -> None:

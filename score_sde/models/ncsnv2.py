@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from score_sde.models import compute, layers, normalization
 from score_sde.models.layers import ncsn_conv3x3 as conv3x3
+from score_sde.errors import ConfigError
 
 # Per depth: the encoder stages as (channel multiplier, dilation), and the RefineNet widths from
 # the coarsest stage to the finest. A stage after the first halves the resolution when its
@@ -91,7 +92,7 @@ def from_config(config) -> NCSNv2:
   """The NCSNv2 of depth config.model.name with the fields of config.model and config.data."""
   m, d = config.model, config.data
   if m.name not in ARCHITECTURES:
-    raise ValueError(f'Unknown NCSNv2 depth {m.name!r}; valid: {sorted(ARCHITECTURES)}.')
+    raise ConfigError(f'Unknown NCSNv2 depth {m.name!r}; valid: {sorted(ARCHITECTURES)}.')
   stages, refine_mult = ARCHITECTURES[m.name]
   layers.check_image_size(d.image_size, downsampling(stages), m.name)
   return NCSNv2(stages=stages, refine_mult=refine_mult, nf=m.nf, nonlinearity=m.nonlinearity,
