@@ -31,6 +31,29 @@ def requested(flags) -> bool:
   return any(getattr(flags, name, None) for name in FLAG_NAMES)
 
 
+def check_guidance_settings(config, flags) -> None:
+  """Guidance settings that the flags would leave unused stop sample.py before it reads
+  anything: classifier-free guidance (``sampling.guidance_scale`` and its sigma interval) acts
+  with ``--labels`` and no classifier, ``sampling.classifier_scale`` with
+  ``--classifier_workdir``."""
+  s = config.sampling
+  free = [f'sampling.{k}={s[k]}' for k, default in (('guidance_scale', 0.0),
+                                                    ('guidance_sigma_min', 0.0),
+                                                    ('guidance_sigma_max', float('inf')))
+          if s[k] != default]
+  scaled = [f'sampling.classifier_scale={s.classifier_scale}'] if s.classifier_scale != 1.0 else []
+  if not flags.labels and (free or scaled):
+    raise ConfigError(f'{", ".join(free + scaled)} guides class-conditional sampling and has no '
+                      "effect without --labels (e.g. --labels=0,1 or --labels=all).")
+  if flags.classifier_workdir and free:
+    raise ConfigError(f'{", ".join(free)} is classifier-free guidance and has no effect with '
+                      '--classifier_workdir; classifier guidance is scaled by '
+                      'sampling.classifier_scale.')
+  if not flags.classifier_workdir and scaled:
+    raise ConfigError(f'{scaled[0]} scales classifier guidance and needs --classifier_workdir; '
+                      'classifier-free guidance is scaled by sampling.guidance_scale.')
+
+
 def parse_labels(spec: str, num_classes: int | None) -> np.ndarray:
   """'3' or '0,1,2' or 'all' -> (L,) int32 labels, checked against ``num_classes``."""
   if not num_classes:

@@ -273,3 +273,31 @@ def test_sample_cli_conditional_modes_run_on_all_devices(tmp_path):
   flags.labels = None
   with pytest.raises(DataError, match='inpaint_mask has shape'):
     conditional_sampling.draw(config, flags, sde, model, params, 16, jax.random.PRNGKey(0))
+
+
+def test_guidance_settings_the_flags_would_not_use_are_errors():
+  from score_sde import conditional_sampling
+  config = _conditional_config()
+  check = conditional_sampling.check_guidance_settings
+  flags = _Flags()
+  check(config, flags)                       # defaults: nothing to complain about
+  config.sampling.guidance_scale = 2.0
+  with pytest.raises(ConfigError, match=r'guidance_scale=2.0 guides .* without --labels'):
+    check(config, flags)
+  flags.labels = '0,1'
+  check(config, flags)                       # classifier-free guidance: used
+  flags.classifier_workdir = '/somewhere'
+  with pytest.raises(ConfigError, match='no effect with --classifier_workdir'):
+    check(config, flags)
+  config.sampling.guidance_scale = 0.0
+  config.sampling.classifier_scale = 3.0
+  check(config, flags)                       # classifier guidance: used
+  flags.classifier_workdir = None
+  with pytest.raises(ConfigError, match='classifier_scale=3.0 scales classifier guidance and '
+                                        'needs --classifier_workdir'):
+    check(config, flags)
+  config.sampling.classifier_scale = 1.0
+  config.sampling.guidance_sigma_max = 5.0
+  flags.labels = None
+  with pytest.raises(ConfigError, match='guidance_sigma_max=5.0 guides'):
+    check(config, flags)
