@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import generation, models
+from score_sde.errors import DataError, MissingFileError
 from score_sde.models import utils as mutils
 
 
@@ -36,12 +37,12 @@ def _resolve(path: str) -> str:
   """A file as it is; a directory -> its highest-numbered `checkpoint_<n>` file."""
   if not os.path.isdir(path):
     if not os.path.exists(path):
-      raise FileNotFoundError(f'No paper checkpoint at {path!r}.')
+      raise MissingFileError(f'No paper checkpoint at {path!r}.')
     return path
   numbered = [(int(m.group(1)), f) for f in os.listdir(path)
               if (m := re.fullmatch(r'checkpoint_(\d+)', f))]
   if not numbered:
-    raise FileNotFoundError(f'No checkpoint_<n> file in directory {path!r}.')
+    raise MissingFileError(f'No checkpoint_<n> file in directory {path!r}.')
   return os.path.join(path, max(numbered)[1])
 
 
@@ -63,14 +64,14 @@ def check_param_tree(params, expected: dict[str, tuple[int, ...]], what: str) ->
   got = _flat_shapes(params)
   for key in sorted(set(got) | set(expected)):
     if key not in got:
-      raise ValueError(f'{what}: parameter {key!r} {expected[key]} of the configured model is '
-                       f'missing from the checkpoint (does the config match the checkpoint?).')
+      raise DataError(f'{what}: parameter {key!r} {expected[key]} of the configured model is '
+                      f'missing from the checkpoint (does the config match the checkpoint?).')
     if key not in expected:
-      raise ValueError(f'{what}: checkpoint parameter {key!r} {got[key]} does not exist in the '
-                       f'configured model (does the config match the checkpoint?).')
+      raise DataError(f'{what}: checkpoint parameter {key!r} {got[key]} does not exist in the '
+                      f'configured model (does the config match the checkpoint?).')
     if got[key] != expected[key]:
-      raise ValueError(f'{what}: parameter {key!r} has shape {got[key]} in the checkpoint but '
-                       f'{expected[key]} in the configured model.')
+      raise DataError(f'{what}: parameter {key!r} has shape {got[key]} in the checkpoint but '
+                      f'{expected[key]} in the configured model.')
 
 
 def load_paper_checkpoint(path: str, config) -> PaperCheckpoint:
@@ -83,11 +84,19 @@ def load_paper_checkpoint(path: str, config) -> PaperCheckpoint:
   """
   path = _resolve(path)
   with open(path, 'rb') as f:
-    state = flax.serialization.msgpack_restore(f.read())
+    data = f.read()
+  try:
+    state = flax.serialization.msgpack_restore(data)
+  except Exception as e:  # noqa: BLE001  msgpack raises several types for a file of another kind
+    raise DataError(f'{path!r} is not a paper-format checkpoint: msgpack cannot read it '
+                    f'({type(e).__name__}: {str(e)[:200]}).') from e
+  if not isinstance(state, dict):
+    raise DataError(f'{path!r} is not a paper-format checkpoint: it holds a '
+                    f'{type(state).__name__}, not a State.')
   missing = [k for k in ('optimizer', 'params_ema') if k not in state]
   if missing or 'target' not in state.get('optimizer', {}):
-    raise ValueError(f'{path!r} is not a paper-format checkpoint: expected a State with '
-                     f"'optimizer' (with 'target') and 'params_ema'; got keys {sorted(state)}.")
+    raise DataError(f'{path!r} is not a paper-format checkpoint: expected a State with '
+                    f"'optimizer' (with 'target') and 'params_ema'; got keys {sorted(state)}.")
   expected = expected_param_shapes(config)
   params, ema_params = state['optimizer']['target'], state['params_ema']
   check_param_tree(params, expected, f'{path} (optimizer.target)')

@@ -113,9 +113,9 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
     mean, std = sde.marginal_prob(x, t)
   else:
     if type(sde) not in DISCRETE_KERNELS:
-      raise ValueError(f'Discrete-time training is defined for '
-                       f'{[c.__name__ for c in DISCRETE_KERNELS]}, not {type(sde).__name__}; '
-                       f'set training.continuous=True.')
+      raise ConfigError(f'Discrete-time training is defined for '
+                        f'{[c.__name__ for c in DISCRETE_KERNELS]}, not {type(sde).__name__}; '
+                        f'set training.continuous=True.')
     t = jnp.minimum((u * sde.N).astype(jnp.int32), sde.N - 1)   # the step index i
     mean_coeff, std = DISCRETE_KERNELS[type(sde)](sde, t)
     mean = sde_lib.batch_mul(mean_coeff, x)

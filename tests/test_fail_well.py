@@ -230,6 +230,19 @@ def test_bad_image_folder_is_one_line(capsys, tmp_path, path, expected):
   assert not (tmp_path / 'run').exists()
 
 
+def test_bad_paper_checkpoint_is_one_line(capsys, tmp_path):
+  (tmp_path / 'garbage').write_bytes(b'not msgpack at all')
+  (tmp_path / 'empty').mkdir()
+  for path, expected in (
+      (tmp_path / 'none', f"No paper checkpoint at '{tmp_path}/none'."),
+      (tmp_path / 'empty', f"No checkpoint_<n> file in directory '{tmp_path}/empty'."),
+      (tmp_path / 'garbage', f"'{tmp_path}/garbage' is not a paper-format checkpoint: msgpack "
+                             'cannot read it')):
+    code, _, err = run_cli(capsys, 'sample.py', CONFIG, f'--workdir={tmp_path}',
+                           f'--paper_checkpoint={path}', *TINY)
+    assert code == 2 and err.startswith('Error: ' + expected) and len(err.splitlines()) == 1, err
+
+
 def test_traceback_flag_shows_the_stack(capsys, reference):
   with pytest.raises(errors.ConfigError, match="Unknown training.sde 'bridge'"):
     run_cli(capsys, 'train.py', CONFIG, f'--workdir={reference}', *TINY,

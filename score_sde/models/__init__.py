@@ -37,6 +37,6 @@ def _check_class_conditional(config):
 def get_model(config):
   name = config.model.name
   if name not in MODELS:
-    raise ValueError(f'Unknown model {name!r}; valid: {sorted(MODELS)}.')
+    raise ConfigError(f'Unknown model {name!r}; valid: {sorted(MODELS)}.')
   _check_class_conditional(config)
   return MODELS[name](config)

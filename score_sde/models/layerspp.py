@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import math
 
+from score_sde.errors import ConfigError
 from score_sde.models import up_or_down_sampling as ups
 from score_sde.models.layers import (NIN, ddpm_conv1x1 as conv1x1, ddpm_conv3x3 as conv3x3,
                                      default_init, group_norm, spatial_attention)
@@ -33,7 +34,7 @@ class Combine(nn.Module):
   @nn.compact
   def __call__(self, x, y):
     if self.method not in COMBINE_METHODS:
-      raise ValueError(f'Unknown progressive_combine {self.method!r}; valid: {COMBINE_METHODS}.')
+      raise ConfigError(f'Unknown progressive_combine {self.method!r}; valid: {COMBINE_METHODS}.')
     h = conv1x1(x, y.shape[-1])
     return jnp.concatenate([h, y], axis=-1) if self.method == 'cat' else h + y
 

@@ -55,7 +55,8 @@ class MLP(nn.Module):
     elif self.embedding_type == 'positional':
       temb = embeddings.get_timestep_embedding(labels, self.nf)
     else:
-      raise ValueError(f'Unknown embedding_type {self.embedding_type!r}; valid: {EMBEDDING_TYPES}.')
+      raise ConfigError(f'Unknown embedding_type {self.embedding_type!r}; '
+                        f'valid: {EMBEDDING_TYPES}.')
     temb = nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(temb)))
     if self.num_classes:
       temb = temb + embeddings.class_embedding(class_labels, self.num_classes, self.nf)

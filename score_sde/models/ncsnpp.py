@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from score_sde.errors import ConfigError
 from score_sde.models import compute, embeddings, layers, layerspp, precond
 from score_sde.models.layers import ddpm_conv3x3 as conv3x3, default_init, group_norm
 
@@ -37,7 +38,7 @@ EMBEDDING_TYPES = ('fourier', 'positional')
 
 def _check_choice(value: str, valid: Sequence[str], what: str) -> str:
   if value.lower() not in valid:
-    raise ValueError(f'Unknown {what} {value!r}; valid: {list(valid)}.')
+    raise ConfigError(f'Unknown {what} {value!r}; valid: {list(valid)}.')
   return value.lower()
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from score_sde.errors import ConfigError
+
 _EPS = 1e-5
 
 
@@ -86,5 +88,5 @@ NORMALIZATIONS = {
 def get_normalization(name: str):
   """The normalisation module class called `name`."""
   if name not in NORMALIZATIONS:
-    raise ValueError(f'Unknown normalization {name!r}; valid: {sorted(NORMALIZATIONS)}.')
+    raise ConfigError(f'Unknown normalization {name!r}; valid: {sorted(NORMALIZATIONS)}.')
   return NORMALIZATIONS[name]

@@ -54,8 +54,8 @@ class EDMPrecond(nn.Module):
     """D(x; sigma) - x = (c_skip - 1) x + c_out F, with c_skip - 1 = -sigma^2 / (sigma^2 + sd^2)
     written out: at small sigma, D - x is far smaller than x and would be lost to round-off."""
     if self.embedding_type not in C_NOISE_LABELS:
-      raise ValueError(f'Unknown embedding_type {self.embedding_type!r} for EDM; '
-                       f'valid: {sorted(C_NOISE_LABELS)}.')
+      raise ConfigError(f'Unknown embedding_type {self.embedding_type!r} for EDM; '
+                        f'valid: {sorted(C_NOISE_LABELS)}.')
     _, c_out, c_in = edm_coefficients(sigma, self.sigma_data)
     labels = C_NOISE_LABELS[self.embedding_type](sigma)
     out = self.net(sde_lib.batch_mul(c_in, x), labels, train=train, **class_kwargs)
@@ -142,7 +142,7 @@ def wrap(config, net: nn.Module, embedding_type: str | None = None) -> nn.Module
   """
   precond = config.model.get('precond', 'paper')
   if precond not in PRECONDS:
-    raise ValueError(f'Unknown model.precond {precond!r}; valid: {list(PRECONDS)}.')
+    raise ConfigError(f'Unknown model.precond {precond!r}; valid: {list(PRECONDS)}.')
   output = config.model.get('parameterization', None)
   if output is not None:
     parameterization.check(output)

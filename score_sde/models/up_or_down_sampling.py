@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.errors import ConfigError
+
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -116,7 +118,7 @@ class Conv2d(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.up and self.down:
-      raise ValueError('Conv2d cannot both upsample and downsample.')
+      raise ConfigError('Conv2d cannot both upsample and downsample.')
     w = self.param('weight', self.kernel_init, (self.kernel, self.kernel, x.shape[-1], self.fmaps))
     w = w.astype(x.dtype)   # compute in the input's dtype (bf16 mixed precision)
     if self.up:

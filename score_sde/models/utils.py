@@ -109,8 +109,8 @@ NOISE_CONDITIONING = {
 def noise_conditioning(sde, t, continuous: bool = True):
   """The network's (B,) labels for times t, and the std that turns its output into a score."""
   if type(sde) not in NOISE_CONDITIONING:
-    raise ValueError(f'No score parameterization for {type(sde).__name__}; valid: '
-                     f'{[c.__name__ for c in NOISE_CONDITIONING]}.')
+    raise ConfigError(f'No score parameterization for {type(sde).__name__}; valid: '
+                      f'{[c.__name__ for c in NOISE_CONDITIONING]}.')
   return NOISE_CONDITIONING[type(sde)](sde, t, continuous)
 
 
@@ -131,9 +131,9 @@ def step_conditioning(sde, i):
   """(labels, std) for integer steps i (B,) of the discrete chain, exactly as the paper's losses:
   VP: label i, std sqrt(1 - alpha_bar_i); VE: label N - 1 - i (sigmas largest first), no std."""
   if type(sde) not in STEP_CONDITIONING:
-    raise ValueError(f'Discrete-time training is defined for '
-                     f'{[c.__name__ for c in STEP_CONDITIONING]}, not {type(sde).__name__}; '
-                     f'set training.continuous=True.')
+    raise ConfigError(f'Discrete-time training is defined for '
+                      f'{[c.__name__ for c in STEP_CONDITIONING]}, not {type(sde).__name__}; '
+                      f'set training.continuous=True.')
   return STEP_CONDITIONING[type(sde)](sde, i)
 def _parameterized_score_fn(sde, model: precond.Parameterized, params, train=False, rng=None,
                             continuous=True, class_labels=None):

@@ -17,20 +17,22 @@ Methods (``config.sampling.method``), one builder each in ``METHODS``:
 from __future__ import annotations
 
 from score_sde.compile_once import compile_once
+from score_sde.errors import ConfigError
 from score_sde.sampling import ode, pc, solvers
 
 
 def _num_steps(cfg, sde) -> int:
   num_steps = sde.N if cfg.num_steps is None else int(cfg.num_steps)
   if num_steps < 1:
-    raise ValueError(f'sampling.num_steps must be >= 1 (or None for sde.N), got {cfg.num_steps}.')
+    raise ConfigError(f'sampling.num_steps must be >= 1 (or None for sde.N), got {cfg.num_steps}.')
   return num_steps
 
 
 def _fixed_grid_only(cfg, method):
   if cfg.time_schedule not in (None, 'uniform'):
-    raise ValueError(f"time_schedule {cfg.time_schedule!r} is not available for method {method!r}: "
-                     "its time grid is the paper's uniform one (use None or 'uniform').")
+    raise ConfigError(f'time_schedule {cfg.time_schedule!r} is not available for method '
+                      f"{method!r}: its time grid is the paper's uniform one (use None or "
+                      "'uniform').")
 
 
 def _pc(cfg, sde, shape):
@@ -77,5 +79,5 @@ def get_sampler(config, sde, shape):
   """Builds the sampler named by ``config.sampling.method`` for ``sde`` and per-device ``shape``."""
   cfg = config.sampling
   if cfg.method not in METHODS:
-    raise ValueError(f'Unknown sampling method {cfg.method!r}; valid: {sorted(METHODS)}.')
+    raise ConfigError(f'Unknown sampling method {cfg.method!r}; valid: {sorted(METHODS)}.')
   return compile_once(METHODS[cfg.method](cfg, sde, tuple(shape)))

@@ -15,6 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from score_sde.errors import ConfigError
 from score_sde.sampling.predictors import discrete_index
 from score_sde.sde_lib import batch_mul
 
@@ -80,5 +81,5 @@ def corrector_nfe(name: str, n_steps: int) -> int:
 
 def get_corrector(name: str) -> Corrector:
   if name not in CORRECTORS:
-    raise ValueError(f'Unknown corrector {name!r}; valid: {sorted(CORRECTORS)}.')
+    raise ConfigError(f'Unknown corrector {name!r}; valid: {sorted(CORRECTORS)}.')
   return CORRECTORS[name]

@@ -12,6 +12,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from score_sde.errors import ConfigError
 from score_sde.sampling import correctors, predictors
 
 # step(rng, x, t, score_fn) -> (x, x_mean): one corrector + predictor update at times t (B,).
@@ -41,7 +42,7 @@ def _check_discrete_chain(sde, predictor: str, corrector: str):
   with jax.ensure_compile_time_eval():   # also when the sampler is built under a jit trace
     min_alpha, max_beta = float(jnp.min(sde.alphas)), float(jnp.max(sde.discrete_betas))
   if min_alpha <= 0.0:
-    raise ValueError(
+    raise ConfigError(
         f'num_steps={sde.N} is too few for the discrete chain of {type(sde).__name__} used by '
         f'predictor={predictor!r} / corrector={corrector!r}: its betas reach '
         f'{max_beta:.3g} >= 1. Use more steps, or euler_maruyama with '

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde import sde_lib
+from score_sde.errors import ConfigError
 from score_sde.sde_lib import batch_mul
 
 Predictor = Callable[..., tuple[jax.Array, jax.Array]]
@@ -77,7 +78,7 @@ def ancestral_sampling(rng, x, t, sde, score_fn):
 
 def ancestral_step_for(sde) -> Predictor:
   if type(sde) not in _ANCESTRAL:
-    raise ValueError(
+    raise ConfigError(
         f"Predictor 'ancestral_sampling' exists for {sorted(c.__name__ for c in _ANCESTRAL)} only, "
         f'not {type(sde).__name__}; use one of: euler_maruyama, reverse_diffusion, none.')
   return _ANCESTRAL[type(sde)]
@@ -105,10 +106,10 @@ def get_predictor(name: str, sde, probability_flow: bool = False) -> Predictor:
   """The predictor ``name`` as ``predictor(rng, x, t, sde, score_fn)``; raises ValueError for
   unknown names, one ``sde`` lacks, or ``probability_flow`` where the predictor has none."""
   if name not in PREDICTORS:
-    raise ValueError(f'Unknown predictor {name!r}; valid: {sorted(PREDICTORS)}.')
+    raise ConfigError(f'Unknown predictor {name!r}; valid: {sorted(PREDICTORS)}.')
   if probability_flow and name not in _WITH_PROBABILITY_FLOW:
-    raise ValueError(f'probability_flow=True is available for predictors {list(_WITH_PROBABILITY_FLOW)}'
-                     f' only, not {name!r}.')
+    raise ConfigError(f'probability_flow=True is available for predictors '
+                      f'{list(_WITH_PROBABILITY_FLOW)} only, not {name!r}.')
   if name == 'ancestral_sampling':
     return ancestral_step_for(sde)
   if probability_flow:

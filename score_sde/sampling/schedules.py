@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.errors import ConfigError
+
 
 def marginal_coeffs(sde, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """m(t), s(t) on the host as float64 (n,) each, from the SDE's own float32 marginals (so the
@@ -71,7 +73,7 @@ TIME_SCHEDULES = {'uniform': _uniform, 'logsnr': _logsnr, 'edm': _edm}
 def get_time_grid(name: str, sde, num_points: int, eps: float, rho: float = 7.0) -> np.ndarray:
   """``num_points`` decreasing times from T to eps (float64, host) on schedule ``name``."""
   if name not in TIME_SCHEDULES:
-    raise ValueError(f'Unknown time_schedule {name!r}; valid: {sorted(TIME_SCHEDULES)}.')
+    raise ConfigError(f'Unknown time_schedule {name!r}; valid: {sorted(TIME_SCHEDULES)}.')
   if num_points < 2:
-    raise ValueError(f'A time grid needs at least 2 points, got {num_points}.')
+    raise ConfigError(f'A time grid needs at least 2 points, got {num_points}.')
   return TIME_SCHEDULES[name](sde, num_points, eps, rho)

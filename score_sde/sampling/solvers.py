@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.errors import ConfigError
 from score_sde.sampling import schedules
 
 
@@ -71,7 +72,7 @@ def get_dpm_solver_sampler(sde, shape, num_steps: int, order: int = 3, eps: floa
                            time_schedule: str = 'logsnr', rho: float = 7.0):
   """DPM-Solver++(``order``)M from T to eps in ``num_steps`` steps = ``num_steps`` NFE."""
   if order not in (1, 2, 3):
-    raise ValueError(f'DPM-Solver++ order must be one of [1, 2, 3], got {order}.')
+    raise ConfigError(f'DPM-Solver++ order must be one of [1, 2, 3], got {order}.')
   ts = schedules.get_time_grid(time_schedule, sde, num_steps + 1, eps, rho)
   m, s = _marginal_coeffs(sde, ts)
   ratios, coeffs = dpm_solver_coeffs(np.log(m / s), order)
