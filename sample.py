@@ -82,6 +82,7 @@ def main(argv):
   del argv
   config = FLAGS.config
   config_checks.check(config, 'sample')
+  config_checks.check_sampling_overrides(config, config_flags.get_override_values(FLAGS['config']))
   conditional_sampling.check_guidance_settings(config, FLAGS)
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)

@@ -24,7 +24,7 @@ the config (``checkpointing``) and refuse to resume or sample with a different i
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from score_sde import errors
 
@@ -157,6 +157,38 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
     per_device = _check_batch(config, 'sampling.batch_size', n)
   shape = (per_device,) + generation.sample_shape(config)
   _built('sampler', lambda: sampling.get_sampler(config, sde, shape))
+
+
+# The sampling.* keys each method reads (score_sde.sampling.METHODS); guidance and the batch size
+# are read by every method.
+SAMPLER_KEYS = {
+    'pc': ('predictor', 'corrector', 'snr', 'n_steps_each', 'noise_removal', 'eps', 'num_steps',
+           'probability_flow', 'time_schedule'),
+    'ode': ('rtol', 'atol', 'eps', 'noise_removal', 'time_schedule'),
+    'dpm_solver': ('num_steps', 'order', 'eps', 'time_schedule', 'rho'),
+    'ddim': ('num_steps', 'eps', 'time_schedule', 'rho'),
+    'heun': ('num_steps', 'eps', 'time_schedule', 'rho', 'S_churn', 'S_min', 'S_max', 'S_noise'),
+}
+_EVERY_SAMPLER = ('method', 'batch_size', 'guidance_scale', 'guidance_sigma_min',
+                  'guidance_sigma_max', 'classifier_scale')
+
+
+def check_sampling_overrides(config, overridden: Sequence[str]) -> None:
+  """ConfigError for a ``sampling.*`` key set on the command line (``overridden``: dotted keys)
+  that the configured sampler does not read, e.g. ``sampling.snr`` with ``method='ode'``."""
+  s = config.sampling
+  used = set(SAMPLER_KEYS.get(s.method, ())) | set(_EVERY_SAMPLER)
+  for key in overridden:
+    section, _, name = key.partition('.')
+    if section != 'sampling' or s.method not in SAMPLER_KEYS:
+      continue
+    if name not in used:
+      raise errors.ConfigError(
+          f'--config.{key} has no effect with sampling.method={s.method!r}, which reads '
+          f'{", ".join(SAMPLER_KEYS[s.method])} (and guidance, batch_size).')
+    if s.method == 'pc' and name in ('snr', 'n_steps_each') and s.corrector == 'none':
+      raise errors.ConfigError(f"--config.{key} has no effect with sampling.corrector='none'; "
+                               "set a corrector ('langevin' or 'ald').")
 
 
 def config_to_dict(config) -> dict:

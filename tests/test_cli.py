@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config.training.n_iters=30', '--config.training.batch_size=64',
         '--config.training.log_freq=10', '--config.training.snapshot_freq=30',
         '--config.training.snapshot_freq_for_preemption=10', '--config.model.nf=32',
-        '--config.sampling.num_steps=20', '--config.sampling.batch_size=128']
+        '--config.sampling.batch_size=128']
 
 
 def _run(script, *args):
@@ -72,6 +72,6 @@ def test_sample_from_a_paper_format_checkpoint(tmp_path):
   _write_paper_state(tmp_path / 'checkpoint_5', params, params, step=5)
   result = _run('sample.py', '--config=configs/vp/toy_spiral.py', f'--workdir={tmp_path}',
                 f'--paper_checkpoint={tmp_path}', '--config.model.nf=32',
-                '--config.sampling.num_steps=10', '--config.sampling.batch_size=64')
+                '--config.sampling.batch_size=64')
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.exists(tmp_path / 'samples' / 'samples_5.npz')

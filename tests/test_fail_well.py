@@ -31,7 +31,7 @@ TINY = ['--config.training.n_iters=12', '--config.training.batch_size=64',
         '--config.training.snapshot_freq=8', '--config.training.snapshot_freq_for_preemption=4',
         '--config.training.snapshot_sampling=False', '--config.model.nf=32',
         '--config.model.num_layers=2', '--config.optim.warmup=2',
-        '--config.sampling.num_steps=10', '--config.sampling.batch_size=64',
+        '--config.sampling.batch_size=64',
         '--config.eval.batch_size=64']
 FLAGS = flags.FLAGS
 _BASE_FLAGS = set(FLAGS)
@@ -170,6 +170,10 @@ def test_bad_input_is_one_short_message_and_changes_nothing(capsys, reference, a
     (['--config.sampling.time_schedule=edm', '--config.sampling.method=pc'],
      "time_schedule 'edm' is not available for method 'pc'"),
     (['--step=5'], 'No checkpoint for step 5'),
+    (['--config.sampling.num_steps=10'], "--config.sampling.num_steps has no effect with "
+                                         "sampling.method='ode', which reads rtol, atol"),
+    (['--config.sampling.method=pc', '--config.sampling.snr=0.3'],
+     "--config.sampling.snr has no effect with sampling.corrector='none'"),
 ])
 def test_sample_bad_input(capsys, reference, args, expected):
   before = _files(reference)

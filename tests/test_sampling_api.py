@@ -156,3 +156,20 @@ def test_pc_step_can_be_wrapped_without_a_new_loop():
   np.testing.assert_array_equal(samples[:, 0], np.float32(0.8))
   # Given x_0 = 0.8 only the mode at (0.8, 0) is likely: the free coordinate collapses onto it.
   assert np.abs(np.median(samples[:, 1])) < 0.1
+
+
+@pytest.mark.parametrize('method', sorted(sampling.METHODS))
+def test_sampler_keys_lists_every_key_a_method_reads(method):
+  """config_checks.SAMPLER_KEYS backs sample.py's "has no effect" error: every sampling key it
+  leaves out for ``method`` is replaced by a value no code could use, and the sampler still
+  builds and traces."""
+  import ml_collections
+  from score_sde import config_checks
+  fields = _config(method=method, num_steps=4).sampling.to_dict()
+  keep = set(config_checks.SAMPLER_KEYS[method]) | set(config_checks._EVERY_SAMPLER)
+  poisoned = {k: (v if k in keep else object()) for k, v in fields.items()}
+  config = ml_collections.ConfigDict({'sampling': poisoned}, type_safe=False)
+  sampler = sampling.get_sampler(config, VE, (8, 2))
+  out = jax.eval_shape(lambda rng: sampler(rng, GMM.score_fn(VE)), jax.random.PRNGKey(0))
+  assert out[0].shape == (8, 2)
+  assert config_checks.SAMPLER_KEYS.keys() == sampling.METHODS.keys()
