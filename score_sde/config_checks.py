@@ -173,9 +173,10 @@ _EVERY_SAMPLER = ('method', 'batch_size', 'guidance_scale', 'guidance_sigma_min'
                   'guidance_sigma_max', 'classifier_scale')
 
 
-def check_sampling_overrides(config, overridden: Sequence[str]) -> None:
+def check_sampling_overrides(config, overridden: Sequence[str], prefix: str = '--config.') -> None:
   """ConfigError for a ``sampling.*`` key set on the command line (``overridden``: dotted keys)
-  that the configured sampler does not read, e.g. ``sampling.snr`` with ``method='ode'``."""
+  that the configured sampler does not read, e.g. ``sampling.snr`` with ``method='ode'``;
+  ``prefix`` says where the key was set."""
   s = config.sampling
   used = set(SAMPLER_KEYS.get(s.method, ())) | set(_EVERY_SAMPLER)
   for key in overridden:
@@ -184,10 +185,10 @@ def check_sampling_overrides(config, overridden: Sequence[str]) -> None:
       continue
     if name not in used:
       raise errors.ConfigError(
-          f'--config.{key} has no effect with sampling.method={s.method!r}, which reads '
+          f'{prefix}{key} has no effect with sampling.method={s.method!r}, which reads '
           f'{", ".join(SAMPLER_KEYS[s.method])} (and guidance, batch_size).')
     if s.method == 'pc' and name in ('snr', 'n_steps_each') and s.corrector == 'none':
-      raise errors.ConfigError(f"--config.{key} has no effect with sampling.corrector='none'; "
+      raise errors.ConfigError(f"{prefix}{key} has no effect with sampling.corrector='none'; "
                                "set a corrector ('langevin' or 'ald').")
 
 

@@ -47,7 +47,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from score_sde import checkpointing, generation, models, parallel, plotting, sampling, sde_lib
+from score_sde import (checkpointing, config_checks, generation, models, parallel, plotting,
+                       sampling, sde_lib)
 from score_sde.datasets import toy
 from score_sde.errors import ConfigError, ScoreSDEError
 from score_sde.evaluation import toy_metrics
@@ -272,6 +273,8 @@ def _sampler_cells(spec, variant: Variant, sampler_name: str, checked: set) -> l
       settings = list(combo)
       for k, v in settings:
         set_path(config, f'sampling.{k}', v)
+      config_checks.check_sampling_overrides(config, [f'sampling.{k}' for k, _ in settings],
+                                             prefix=f'Sampler {sampler_name!r}: ')
       if budget is not None:
         num_steps = STEPS_FOR_NFE[method](config.sampling, int(budget))
         if num_steps < 1:

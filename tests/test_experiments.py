@@ -89,6 +89,8 @@ def test_runs_resumes_after_a_failure_without_redoing_cells(tmp_path):
     (lambda s: s.samplers.pc_em.update(method='magic'), r"'magic'; valid: \['ddim', 'dpm_solver'"),
     (lambda s: s.samplers.pc_em.update(predictor='leapfrog'), r"leapfrog"),
     (lambda s: s.samplers.pc_em.update(stepsize=[1, 2]), r"'sampling.stepsize'"),
+    (lambda s: s.samplers.pc_em.update(rtol=1e-3),
+     r"Sampler 'pc_em': sampling.rtol has no effect with sampling.method='pc'"),
     (lambda s: s.update(metrics=['fid']), r"'fid'; valid: \['mmd', 'nll', 'sliced_wasserstein'\]"),
     (lambda s: s.update(seed_scope='everything'), r"'everything'; valid: \['sampling', 'training'\]"),
 ])
