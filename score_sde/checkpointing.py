@@ -56,14 +56,15 @@ def _quiet_orbax():
 
 
 # A failed restore leaves orbax's other array reads running; as each finishes it reports itself
-# through sys.unraisablehook (its own error, or asyncio's 'Event loop is closed' once orbax has
-# closed its loop) and asyncio's 'Task exception was never retrieved', while and after the
-# restore's one CheckpointError is raised. These repeat that error, so they are dropped.
+# (its own error, or asyncio's 'Event loop is closed' once orbax has closed its loop) from
+# TensorStore's threads through sys.unraisablehook or sys.excepthook (TensorStore calls both
+# PyErr_WriteUnraisable and PyErr_Print), and asyncio logs 'Task exception was never retrieved',
+# while and after the restore's one CheckpointError is raised. These repeat that error, so they
+# are dropped.
 _ABANDONED_READ = 'Encountered error while reading array'
 
 
-def _is_abandoned_read(unraisable) -> bool:
-  error = unraisable.exc_value
+def _is_abandoned_read(error: BaseException | None) -> bool:
   return ((isinstance(error, RuntimeError) and str(error) == 'Event loop is closed')
           or _ABANDONED_READ in str(error))
 
@@ -78,17 +79,25 @@ std_logging.getLogger('asyncio').addFilter(_AbandonedReadLogFilter())
 
 @contextlib.contextmanager
 def _drop_abandoned_reads():
-  """Drops the abandoned reads' reports from ``sys.unraisablehook`` during a restore and, if
-  the restore fails, after it (the reads outlive it); everything else reaches the old hook."""
-  previous = sys.unraisablehook
+  """Drops the abandoned reads' reports from ``sys.unraisablehook`` and ``sys.excepthook``
+  during a restore and, if the restore fails, after it (the reads outlive it); everything else
+  reaches the old hooks."""
+  previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
 
-  def hook(unraisable):
-    if not _is_abandoned_read(unraisable):
-      previous(unraisable)
-  sys.unraisablehook = hook
+  def unraisable(report):
+    if not _is_abandoned_read(report.exc_value):
+      previous_unraisable(report)
+
+  def excepthook(kind, error, tb):
+    if not _is_abandoned_read(error):
+      previous_except(kind, error, tb)
+  sys.unraisablehook, sys.excepthook = unraisable, excepthook
   yield
-  if sys.unraisablehook is hook:   # reached only when the restore succeeded
-    sys.unraisablehook = previous
+  # Reached only when the restore succeeded: nothing is left reading.
+  if sys.unraisablehook is unraisable:
+    sys.unraisablehook = previous_unraisable
+  if sys.excepthook is excepthook:
+    sys.excepthook = previous_except
 
 
 # Orbax on CPU/TPU saves a replicated array "replica-parallel": each device's copy is cut into
@@ -145,8 +154,9 @@ class Checkpointer:
     if not os.path.isdir(os.path.join(self.directory, str(step), 'config')):
       return None
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          config=ocp.args.JsonRestore()))
+      with _drop_abandoned_reads():
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            config=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001  reported as one line naming the file
       raise CheckpointError(self._unreadable(step, e)) from e
     return dict(restored['config'])
@@ -215,7 +225,7 @@ class Checkpointer:
       raise CheckpointError(self._unreadable(step, FileNotFoundError(
           f'local file "{os.path.join(path, "state", "_METADATA")}": the file is missing')))
     try:
-      with _quiet_orbax():
+      with _quiet_orbax(), _drop_abandoned_reads():   # the tree's metadata is read like arrays
         saved = self._manager.metadata(step).item_metadata['state']
       saved = _shapes(saved['params'])
     except Exception as e:  # noqa: BLE001

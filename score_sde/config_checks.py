@@ -112,6 +112,41 @@ def _check_names(config) -> None:
         f'{sorted(set(_choices()["model.name"]) - set(PAPER_PRECOND_ONLY))}).')
 
 
+def _check_effective(config) -> None:
+  """Settings that the rest of the config leaves without effect. Only values that switch
+  something on are flagged, so the shipped defaults (off) pass."""
+  t, m, d = config.training, config.model, config.data
+  if _get(config, 'training.likelihood_weighting') and not t.continuous:
+    raise errors.ConfigError(
+        'training.likelihood_weighting=True has no effect with training.continuous=False (the '
+        "discrete DDPM / SMLD losses are the paper's unweighted ones); set training.continuous=True "
+        'or likelihood_weighting=False.')
+  if m.name == 'mlp' and _get(config, 'model.dropout'):
+    raise errors.ConfigError(f"model.dropout={m.dropout} has no effect on model 'mlp', which has "
+                             'no dropout; set it to 0.')
+  if d.image_size is None and _get(config, 'data.random_flip'):
+    raise errors.ConfigError('data.random_flip=True has no effect on 2-D data (it mirrors '
+                             'images); set it to False.')
+
+
+def check_training_overrides(config, overridden: Sequence[str]) -> None:
+  """ConfigError for a key set on train.py's command line (``overridden``: dotted keys) that
+  this config does not read: ``training.label_dropout`` without a class-conditional model,
+  ``model.fourier_scale`` without the Fourier embedding, and ``sampling.*`` that the snapshot
+  sampler's method does not read (``check_sampling_overrides``)."""
+  for key in overridden:
+    if key == 'training.label_dropout' and not config.model.class_conditional:
+      raise errors.ConfigError('--config.training.label_dropout has no effect: the model is not '
+                               'class-conditional (model.class_conditional=False).')
+    if (key == 'model.fourier_scale' and config.model.name in ('ncsnpp', 'mlp')
+        and config.model.embedding_type != 'fourier'):
+      raise errors.ConfigError('--config.model.fourier_scale has no effect with '
+                               f'model.embedding_type={config.model.embedding_type!r}; it scales '
+                               "the 'fourier' embedding.")
+  if config.training.snapshot_sampling:
+    check_sampling_overrides(config, overridden)
+
+
 def _built(what: str, build: Callable[[], Any]) -> Any:
   """Runs a factory: its ValueError about config values becomes a ConfigError."""
   try:
@@ -140,6 +175,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   n = num_local_devices or jax.local_device_count()
   _check_values(config)
   _check_names(config)
+  _check_effective(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))
   _built('model', lambda: models.get_model(config))
   _built('optimizer', lambda: training.get_optimizer(config.optim))
