@@ -148,6 +148,18 @@ BAD_TRAIN_INPUTS = [
     (['--config.model.nf=48'], 'model.nf = 32 there, 48 here'),
     (['--config.training.sde=vesde'], "training.sde = 'vpsde' there, 'vesde' here"),
     (['--config.optim.grad_clip=0'], 'optim.grad_clip = 1.0 there, 0.0 here'),
+    # settings the rest of the config leaves without effect
+    (['--config.training.continuous=False', '--config.training.likelihood_weighting=True'],
+     'training.likelihood_weighting=True has no effect with training.continuous=False'),
+    (['--config.model.dropout=0.2'], "model.dropout=0.2 has no effect on model 'mlp'"),
+    (['--config.data.random_flip=True'], 'data.random_flip=True has no effect on 2-D data'),
+    (['--config.training.label_dropout=0.3'],
+     '--config.training.label_dropout has no effect: the model is not class-conditional'),
+    (['--config.model.embedding_type=positional', '--config.model.fourier_scale=4'],
+     "--config.model.fourier_scale has no effect with model.embedding_type='positional'"),
+    (['--config.training.snapshot_sampling=True', '--config.sampling.method=pc',
+      '--config.sampling.rtol=0.001'], "--config.sampling.rtol has no effect with "
+                                       "sampling.method='pc'"),
 ]
 
 
