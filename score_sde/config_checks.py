@@ -119,8 +119,8 @@ def _check_effective(config) -> None:
   if _get(config, 'training.likelihood_weighting') and not t.continuous:
     raise errors.ConfigError(
         'training.likelihood_weighting=True has no effect with training.continuous=False (the '
-        "discrete DDPM / SMLD losses are the paper's unweighted ones); set training.continuous=True "
-        'or likelihood_weighting=False.')
+        "discrete DDPM / SMLD losses are the paper's unweighted ones); set "
+        'training.continuous=True or likelihood_weighting=False.')
   if m.name == 'mlp' and _get(config, 'model.dropout'):
     raise errors.ConfigError(f"model.dropout={m.dropout} has no effect on model 'mlp', which has "
                              'no dropout; set it to 0.')
