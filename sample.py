@@ -7,10 +7,11 @@ data and a picture of the learned score field with probability-flow ODE paths). 
 settings are checked, and the config compared with the one stored in the checkpoint, before
 anything is restored; errors are one line on stderr (``--traceback`` for the stack).
 
-Conditional sampling (score_sde/conditional_sampling.py): ``--labels=0,1`` (classifier-free
-guidance with ``--config.sampling.guidance_scale``, ``guidance_sigma_min/max``; or classifier
-guidance with ``--classifier_workdir``), ``--inpaint_image`` + ``--inpaint_mask``,
-``--colorize_image``; they write ``conditional_<step>.{npz,png}``.
+Conditional sampling (through ``score_sde.generation``, like plain sampling): ``--labels=0,1``
+(classifier-free guidance with ``--config.sampling.guidance_scale``, ``guidance_sigma_min/max``;
+or classifier guidance with ``--classifier_workdir``), ``--inpaint_image`` + ``--inpaint_mask``,
+``--colorize_image``; they write ``conditional_<step>.{npz,png}``. This file owns the flags and
+the files; labels, images and masks are cycled to ``--num_samples`` and split over devices.
 """
 import os
 import time
@@ -20,9 +21,11 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from score_sde import checkpointing, checkpoints, cli, conditional_sampling, config_checks
-from score_sde import datasets, errors, generation, models, parallel, plotting, sde_lib
-from score_sde import training
+from score_sde import checkpointing, cli, config_checks, datasets, errors, generation, models
+from score_sde import plotting, sde_lib, train_state
+from score_sde.checkpointing import paper
+from score_sde.errors import ConfigError, DataError, MissingFileError
+from score_sde.sampling import guidance
 from score_sde.models import utils as mutils
 
 FLAGS = flags.FLAGS
@@ -48,6 +51,86 @@ flags.DEFINE_string('inpaint_mask', None,
 flags.DEFINE_string('colorize_image', None, 'Grey images to colorize (.npy/.npz, or PNG).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+CONDITIONAL_FLAGS = ('labels', 'classifier_workdir', 'inpaint_image', 'inpaint_mask',
+                     'colorize_image')
+
+
+def check_guidance_settings(config, flags) -> None:
+  """Guidance settings that the flags would leave unused stop sample.py before it reads
+  anything: classifier-free guidance (``sampling.guidance_scale`` and its sigma interval) acts
+  with ``--labels`` and no classifier, ``sampling.classifier_scale`` with
+  ``--classifier_workdir``."""
+  s = config.sampling
+  free = [f'sampling.{k}={s[k]}' for k, default in (('guidance_scale', 0.0),
+                                                    ('guidance_sigma_min', 0.0),
+                                                    ('guidance_sigma_max', float('inf')))
+          if s[k] != default]
+  scaled = [f'sampling.classifier_scale={s.classifier_scale}'] if s.classifier_scale != 1.0 else []
+  if not flags.labels and (free or scaled):
+    raise ConfigError(f'{", ".join(free + scaled)} guides class-conditional sampling and has no '
+                      "effect without --labels (e.g. --labels=0,1 or --labels=all).")
+  if flags.classifier_workdir and free:
+    raise ConfigError(f'{", ".join(free)} is classifier-free guidance and has no effect with '
+                      '--classifier_workdir; classifier guidance is scaled by '
+                      'sampling.classifier_scale.')
+  if not flags.classifier_workdir and scaled:
+    raise ConfigError(f'{scaled[0]} scales classifier guidance and needs --classifier_workdir; '
+                      'classifier-free guidance is scaled by sampling.guidance_scale.')
+
+
+def parse_labels(spec: str, num_classes: int | None) -> np.ndarray:
+  """'3' or '0,1,2' or 'all' -> (L,) int32 labels, checked against ``num_classes``."""
+  if not num_classes:
+    raise ConfigError('--labels needs data.num_classes (a class-conditional model, or a '
+                      'classifier via --classifier_workdir).')
+  if spec.strip() == 'all':
+    return np.arange(num_classes, dtype=np.int32)
+  try:
+    labels = np.array([int(v) for v in spec.split(',')], np.int64)
+  except ValueError:
+    raise DataError(f"--labels={spec!r}: give integers separated by commas, or 'all'.") from None
+  return guidance.check_labels(labels, num_classes)
+
+
+def load_array(path: str, config, what: str) -> np.ndarray:
+  """An image (or 2-D point) batch from .npy / .npz (first array) in the model's range, or from
+  a PNG / JPEG in [0, 1] scaled like the training data; a leading batch axis is added if absent."""
+  if not os.path.exists(path):
+    raise MissingFileError(f'{what} file {path!r} does not exist.')
+  if path.endswith('.npy'):
+    x = np.load(path)
+  elif path.endswith('.npz'):
+    with np.load(path) as f:
+      x = f[f.files[0]]
+  else:
+    from PIL import Image
+    x = np.asarray(Image.open(path), np.float32) / 255.0
+    x = x[..., None] if x.ndim == 2 else x[..., :3]
+    if what != 'mask':
+      x = np.asarray(datasets.get_data_scaler(config)(x))
+  x = np.asarray(x, np.float32)
+  per_example = datasets.sample_shape(config)
+  return x[None] if x.ndim == len(per_example) else x
+
+
+def conditional_inputs(config, flags, num_classes: int | None) -> dict[str, np.ndarray]:
+  """The per-example inputs the flags ask for: 'labels', 'image' + 'mask' (broadcast to the
+  model's shape), 'grey'."""
+  inputs = {}
+  if flags.labels:
+    inputs['labels'] = parse_labels(flags.labels, num_classes)
+  if flags.colorize_image:
+    inputs['grey'] = load_array(flags.colorize_image, config, 'colorize_image')
+  if flags.inpaint_image:
+    inputs['image'] = load_array(flags.inpaint_image, config, 'inpaint_image')
+  if flags.inpaint_mask:
+    mask = load_array(flags.inpaint_mask, config, 'mask')
+    per_example = datasets.sample_shape(config)
+    if mask.shape[1:] == per_example[:-1] + (1,):
+      mask = np.broadcast_to(mask, mask.shape[:1] + per_example)
+    inputs['mask'] = np.asarray(mask, np.float32)
+  return inputs
+
 
 def restore_ema_params(config, workdir, step=None):
   """(step, EMA parameters) of a checkpoint trained with ``config``."""
@@ -55,10 +138,7 @@ def restore_ema_params(config, workdir, step=None):
     raise errors.MissingFileError(f'--workdir {workdir} does not exist.')
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   ckpt.check_config(config, step)   # another run's config: stop before building anything
-  model = models.get_model(config)
-  optimizer = training.get_optimizer(config.optim)
-  template = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
-  state, _ = ckpt.restore(template, step)
+  state, _ = ckpt.restore(train_state.restore_template(config), step)
   ckpt.close()
   return int(state.step), state.ema_params
 
@@ -83,39 +163,65 @@ def main(argv):
   config = FLAGS.config
   config_checks.check(config, 'sample')
   config_checks.check_sampling_overrides(config, config_flags.get_override_values(FLAGS['config']))
-  conditional_sampling.check_guidance_settings(config, FLAGS)
+  check_guidance_settings(config, FLAGS)
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
+  # Bad files and labels fail before anything is restored.
+  inputs = conditional_inputs(config, FLAGS, mutils.num_classes(model) or config.data.num_classes)
+  classifier, clf_params = None, None
+  if FLAGS.classifier_workdir:
+    from score_sde import classifier_training
+    classifier, clf_params = classifier_training.load_classifier(config, FLAGS.classifier_workdir)
+  generation.check_inputs(config, model, inputs, classifier)
   if FLAGS.paper_checkpoint:
-    paper = checkpoints.load_paper_checkpoint(FLAGS.paper_checkpoint, config)
-    step, params = paper.step, paper.ema_params
+    loaded = paper.load_paper_checkpoint(FLAGS.paper_checkpoint, config)
+    step, params = loaded.step, loaded.ema_params
   else:
     step, params = restore_ema_params(config, FLAGS.workdir, FLAGS.step)
   num = config.sampling.batch_size if FLAGS.num_samples is None else FLAGS.num_samples
-  if conditional_sampling.requested(FLAGS):   # labels, guidance, inpainting, colorization
-    return conditional_sampling.run(config, FLAGS, sde, model, params, step, num,
-                                    FLAGS.outdir or os.path.join(FLAGS.workdir, 'samples'))
-  devices = jax.local_devices()
-  per_device = parallel.per_device_batch_size(config.sampling.batch_size, len(devices))
-  sample_fn = generation.get_sample_fn(config, sde, model, per_device, devices)
-  p_params = parallel.replicate(params, devices)
+  sample_fn = generation.get_sample_fn(config, sde, model, input_keys=tuple(inputs),
+                                       classifier=classifier)
   rng = jax.random.PRNGKey(FLAGS.seed)
-  # First call compiles; time the sampling itself on the rest.
   t0 = time.time()
-  samples, nfe = generation.draw_samples(sample_fn, p_params, rng, num, per_device * len(devices))
+  samples, used, nfe = generation.draw(
+      sample_fn, params if classifier is None else (params, clf_params), rng, num, inputs)
   wall = time.time() - t0
   outdir = FLAGS.outdir or os.path.join(FLAGS.workdir, 'samples')
-  os.makedirs(outdir, exist_ok=True)
-  np.savez_compressed(os.path.join(outdir, f'samples_{step}.npz'), samples=samples)
-  if config.data.image_size is None:
-    written = plot_2d(config, sde, model, params, samples, outdir, step, rng)
+  if any(getattr(FLAGS, name) for name in CONDITIONAL_FLAGS):
+    written = write_conditional(config, samples, used, step, outdir)
+    what = f'{num} conditional samples'
   else:
-    written = [training.save_samples_picture(config, samples,
-                                             os.path.join(outdir, f'samples_{step}.png'))]
-  print(f'{len(samples)} samples with {config.sampling.method} ({nfe} NFE per sample batch) in '
-        f'{wall:.1f}s including compilation, from step {step}.')
+    np.savez_compressed(plotting.ensure_dir(os.path.join(outdir, f'samples_{step}.npz')),
+                        samples=samples)
+    if config.data.image_size is None:
+      written = plot_2d(config, sde, model, params, samples, outdir, step, rng)
+    else:
+      written = [plotting.save_samples_picture(config, samples,
+                                               os.path.join(outdir, f'samples_{step}.png'))]
+    what = f'{len(samples)} samples with {config.sampling.method}'
+  print(f'{what} ({nfe} NFE per sample batch) in {wall:.1f}s including compilation, from step '
+        f'{step}.')
   for path in written:
     print(f'Wrote {path}')
+
+
+def write_conditional(config, samples, used, step: int, outdir: str) -> list[str]:
+  """``conditional_<step>.npz`` (samples and the inputs each was drawn with) and a picture:
+  2-D samples coloured by label; images beside their observations, row by row."""
+  npz = plotting.ensure_dir(os.path.join(outdir, f'conditional_{step}.npz'))
+  np.savez_compressed(npz, samples=samples, **used)
+  png = os.path.join(outdir, f'conditional_{step}.png')
+  s = config.sampling
+  title = (f'labels, w={s.guidance_scale:g}' if 'labels' in used and not FLAGS.classifier_workdir
+           else f'labels, classifier scale {s.classifier_scale:g}' if 'labels' in used else '')
+  if config.data.image_size is None:
+    labels = used.get('labels', np.zeros(len(samples), np.int32))
+    return [npz, plotting.scatter_by_label(samples, labels, png, title=title)]
+  observed = used.get('image', used.get('grey'))
+  if observed is not None:   # observations beside their completions, row by row
+    observed = np.broadcast_to(observed, observed.shape[:-1] + samples.shape[-1:])
+    samples = np.stack([observed, samples], 1).reshape((-1,) + samples.shape[1:])
+  return [npz, plotting.save_samples_picture(config, samples, png)]
 
 
 if __name__ == '__main__':

@@ -34,7 +34,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from configs import base
-from score_sde import datasets, models, sde_lib, training
+from score_sde import datasets, losses, models, sde_lib, train_state
 from score_sde.datasets import pipeline
 
 FLAGS = flags.DEFINE_integer('batch_size', 128, 'global batch size'), \
@@ -109,9 +109,9 @@ def project_step_fn():
   config = cifar10_ddpm_continuous.get_config()
   config.model.update(name='ddpm', nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
   sde, model = sde_lib.get_sde(config), models.get_model(config)
-  optimizer = training.get_optimizer(config.optim)
-  train_step, _ = training.get_step_fns(config, sde, model, optimizer)
-  state = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+  optimizer = train_state.get_optimizer(config.optim)
+  train_step, _ = losses.get_step_fns(config, sde, model, optimizer)
+  state = train_state.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
 
   @jax.jit
   def step(state, x, rng):

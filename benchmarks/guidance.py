@@ -31,7 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default_toy
-from score_sde import controllable, guidance, sampling, sde_lib
+from score_sde import sampling, sde_lib
+from score_sde.sampling import controllable_generation as controllable
+from score_sde.sampling import guidance
 from score_sde.datasets import toy
 from score_sde.sampling.mixture_fit import mixture_fit
 

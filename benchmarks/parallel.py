@@ -24,11 +24,13 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import flax.jax_utils  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
@@ -36,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs.tiny import ddpmpp  # noqa: E402
 from configs.vp import toy_spiral  # noqa: E402
-from score_sde import datasets, models, parallel, sde_lib, training  # noqa: E402
+from score_sde import datasets, losses, models, parallel, sde_lib, train_state  # noqa: E402
 
 
 class RandomImages:
@@ -65,17 +67,18 @@ def workload(which):
     shape = (config.data.image_size,) * 2 + (config.data.num_channels,)
     data = lambda: RandomImages(64, shape, 8)  # noqa: E731
   sde, model = sde_lib.get_sde(config), models.get_model(config)
-  optimizer = training.get_optimizer(config.optim)
-  state = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
-  step_fn, _ = training.get_step_fns(config, sde, model, optimizer)
+  optimizer = train_state.get_optimizer(config.optim)
+  state = train_state.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+  step_fn, _ = losses.get_step_fns(config, sde, model, optimizer)
   return state, step_fn, data
 
 
 def build(variant, step_fn, mesh):
   kind, opts = variant
   donate = opts.get('donate', True)
-  if kind == 'pmap':
-    return parallel.pmap_step(step_fn, donate=donate)
+  if kind == 'pmap':   # the pmap regime this project left for shard_map, kept for comparison
+    return jax.pmap(functools.partial(step_fn, axis_name=parallel.AXIS), axis_name=parallel.AXIS,
+                    in_axes=(0, 0, None), donate_argnums=(0,) if donate else ())
   if kind == 'jit_auto':
     rep, bat = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.AXIS))
     return jax.jit(step_fn, in_shardings=(rep, bat, rep), out_shardings=(rep, rep),
@@ -92,7 +95,7 @@ def run(variant, fn, state, data, steps, mesh):
   it = data()
   sync = opts.get('sync_every_step', False)
   if kind == 'pmap':
-    st = parallel.replicate(state)
+    st = flax.jax_utils.replicate(state)
     feed = lambda: next(it)  # noqa: E731
   elif kind == 'jit_auto':
     st = parallel.replicate_global(state, mesh)

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default_digits  # noqa: E402
-from score_sde import datasets, generation, losses, models, parallel, sde_lib  # noqa: E402
+from score_sde import datasets, generation, losses, models, sde_lib, train_state  # noqa: E402
 from score_sde import training  # noqa: E402
 
 ARCHS = ('ddpm', 'ddpmpp', 'ncsnpp', 'ncsnpp_skip', 'ncsnv2')
@@ -89,15 +89,14 @@ def sample_all(config, params, num_steps: int, samplers=SAMPLERS) -> dict[str, t
   """Each sampler's (NFE, whether all samples are finite), one sample per local device."""
   devices = jax.local_devices()
   sde, model = sde_lib.get_sde(config), models.get_model(config)
-  replicated = parallel.replicate(params, devices)
   out = {}
   for name, overrides in samplers.items():
     cfg = config.copy_and_resolve_references()
     cfg.sampling.num_steps = num_steps
     cfg.sampling.update(overrides)
-    sample_fn = generation.get_sample_fn(cfg, sde, model, 1, devices)
-    samples, nfe = generation.draw_samples(sample_fn, replicated, jax.random.PRNGKey(0),
-                                           len(devices), len(devices))
+    cfg.sampling.batch_size = len(devices)
+    sample_fn = generation.get_sample_fn(cfg, sde, model, devices)
+    samples, _, nfe = generation.draw(sample_fn, params, jax.random.PRNGKey(0), len(devices))
     out[name] = (nfe, bool(np.isfinite(samples).all()))
   return out
 
@@ -107,7 +106,7 @@ def run_arch(arch: str, workdir: str, n_iters: int, num_steps: int, samplers=SAM
   """Trains (in two runs, the second resuming), scores the loss, samples. See the docstring."""
   config = tiny_digits_config(arch, n_iters, evaluate)
   model = models.get_model(config)
-  init = training.init_train_state(config, model, training.get_optimizer(config.optim),
+  init = train_state.init_train_state(config, model, train_state.get_optimizer(config.optim),
                                    jax.random.split(jax.random.PRNGKey(config.seed), 4)[0])
   loss_init = fixed_batch_loss(config, init.params)
   t0 = time.time()

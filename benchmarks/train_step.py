@@ -5,7 +5,7 @@ Usage:
       [--batch=N] [--steps=K] [--paper=DIR] [--dtype=bfloat16] [--remat] [--no-paper]
 
 For each config (a path under configs/ without .py) it builds our model, our loss
-(``losses.get_step_fn``) and our optimizer (``training.get_optimizer``: clipping + Adam with the
+(``losses.get_step_fn``) and our optimizer (``train_state.get_optimizer``: clipping + Adam with the
 paper's warm-up), jits the step with the state donated, and reports
   compile   seconds to lower and compile the step,
   step      best wall time of ``--steps`` steps (after one warm-up step), steps/s and images/s,
@@ -43,8 +43,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from score_sde import losses, models, sde_lib, training  # noqa: E402
-from score_sde.models import utils as mutils  # noqa: E402
+from score_sde import losses, models, sde_lib, train_state  # noqa: E402
 
 PAPER_GIT = '/work/.mirror/yang-song+score_sde/repo'
 
@@ -100,9 +99,9 @@ def build_ours(config):
   """(step, state, number of parameters) of our training step for ``config``."""
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
-  optimizer = training.get_optimizer(config.optim)
-  state = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
-  step, _ = training.get_step_fns(config, sde, model, optimizer)
+  optimizer = train_state.get_optimizer(config.optim)
+  state = train_state.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+  step, _ = losses.get_step_fns(config, sde, model, optimizer)
   return step, state, sum(x.size for x in jax.tree_util.tree_leaves(state.params))
 
 
@@ -172,7 +171,7 @@ def build_paper(config, paper_modules):
   loss_fn = plosses.get_sde_loss_fn(sde, model, train=True, reduce_mean=tc.reduce_mean,
                                     continuous=True,
                                     likelihood_weighting=tc.likelihood_weighting)
-  optimizer = training.get_optimizer(config.optim)
+  optimizer = train_state.get_optimizer(config.optim)
   state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'ema': params,
            'opt': optimizer.init(params), 'states': states}
 

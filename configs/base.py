@@ -53,7 +53,7 @@ def get_base_config():
   sampling.S_max = float('inf')
   sampling.S_noise = 1.0
   sampling.batch_size = 512              # samples drawn at each snapshot during training
-  # Class guidance (score_sde/guidance.py). Classifier-free: score = (1 + w) s(x, t, y) - w s(x, t),
+  # Class guidance (score_sde/sampling/guidance.py). Classifier-free: score = (1 + w) s(x, t, y) - w s(x, t),
   # w = guidance_scale, applied only while the noise level sigma(t) = s(t) / m(t) lies in
   # [guidance_sigma_min, guidance_sigma_max] (Kynkaenniemi et al. 2024); w = 0 is p(x | y).
   sampling.guidance_scale = 0.0
@@ -134,6 +134,7 @@ def get_base_config():
   classifier.batch_size = 512
   classifier.lr = 1e-3
   classifier.log_freq = 100
+  classifier.snapshot_freq = 1000        # saved every snapshot_freq steps, at the end and on SIGTERM
   model.sigma_data = 0.5                 # EDM preconditioning's data std
   model.parameterization = placeholder(str)   # network output: 'score' | 'eps' | 'x0' | 'velocity';
                                          # None: the SDE's default (VE: score, others: eps)

@@ -3,22 +3,21 @@
 
 Loss: cross-entropy of p_t(y | x(t)) on x(t) = m(t) x(0) + s(t) z, t ~ U(eps, T), for the SDE the
 score model uses (``training.sde``), so the classifier sees exactly the noisy inputs the sampler
-asks about. Noise is keyed per global example index as in ``losses``; the pmapped step averages
-gradients over devices. The state is ``losses.TrainState`` (``ema_params`` = ``params``).
+asks about. Noise is keyed per global example index as in ``losses``; the step averages
+gradients over devices. The state is ``train_state.TrainState`` (``ema_params`` = ``params``);
+the loop, its checkpoints, signal handling and resumption are ``training.run``'s.
 """
 from __future__ import annotations
 
 import os
-import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import checkpointing, datasets, losses, parallel, sde_lib
+from score_sde import checkpointing, datasets, losses, parallel, sde_lib, train_state, training
 from score_sde.errors import ConfigError, MissingFileError
-from score_sde.generation import sample_shape
 from score_sde.models import classifier as classifiers
 
 
@@ -29,9 +28,7 @@ def classifier_dir(workdir: str) -> str:
 def get_classifier_step_fn(sde, classifier, optimizer, eps: float = 1e-5):
   """``step_fn(state, batch, rng, axis_name=None) -> (state, {'loss', 'accuracy'})``."""
   def loss_fn(params, x, y, rng, index_offset):
-    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(x.shape[0]))
-    u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
-    z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x.shape[1:]))(keys)
+    u, z = losses.per_example_noise(rng, x, index_offset)
     t = u * (sde.T - eps) + eps
     mean, std = sde.marginal_prob(x, t)
     logits = classifier.apply({'params': params}, mean + sde_lib.batch_mul(std, z), std,
@@ -53,61 +50,68 @@ def get_classifier_step_fn(sde, classifier, optimizer, eps: float = 1e-5):
   return step_fn
 
 
-def _optimizer(config):
+def get_optimizer(config):
+  """Global-norm clipping at 1, then Adam at ``classifier.lr``."""
   return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.classifier.lr))
 
 
-def init_state(config, classifier, optimizer, rng) -> losses.TrainState:
-  params = classifiers.init_params(rng, classifier, sample_shape(config))
-  return losses.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                           opt_state=optimizer.init(params))
+def init_state(config, classifier, optimizer, rng) -> train_state.TrainState:
+  return train_state.new_state(
+      classifiers.init_params(rng, classifier, datasets.sample_shape(config)), optimizer)
 
 
-def train_classifier(config, workdir: str, devices: Sequence | None = None) -> losses.TrainState:
+class _Labelled:
+  """The training data, checked to carry labels (a classifier needs them)."""
+
+  def __init__(self, it, dataset: str):
+    self._it, self._dataset = it, dataset
+
+  def __next__(self):
+    batch = next(self._it)
+    if 'label' not in batch:
+      raise ConfigError(f'Dataset {self._dataset!r} yields no labels; a classifier needs them.')
+    return batch
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)
+
+
+def train_classifier(config, workdir: str,
+                     devices: Sequence | None = None) -> train_state.TrainState:
   """Trains ``config.classifier`` for ``classifier.n_iters`` steps on the labelled training data
-  and saves it under ``<workdir>/classifier``; resumes from a checkpoint there."""
+  under ``<workdir>/classifier``, on the training loop of the score model: it saves every
+  ``classifier.snapshot_freq`` steps and on SIGTERM / Ctrl-C, and resumes from there."""
   if config.data.num_classes is None:
     raise ConfigError('Training a classifier needs labelled data: set data.num_classes.')
+  parallel.initialize_distributed(config.training.distributed)
   devices = list(devices or jax.local_devices())
+  mesh = parallel.make_mesh(devices if jax.process_count() == 1 else None)
   sde = sde_lib.get_sde(config)
   classifier = classifiers.get_classifier(config)
-  optimizer = _optimizer(config)
+  optimizer = get_optimizer(config)
   c = config.classifier
   data = datasets.get_dataset(config, 'train', num_local_devices=len(devices),
                               batch_size=c.batch_size)
-  p_step = parallel.pmap_step(get_classifier_step_fn(sde, classifier, optimizer), devices)
   init_rng, train_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 7))
-  state = init_state(config, classifier, optimizer, init_rng)
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(classifier_dir(workdir)))
-  if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(state)
-    data.set_state(data_state.get('train', data.get_state()))
-  p_state = parallel.replicate(state, devices)
-  t0, step0 = time.time(), int(state.step)
-  try:
-    for step in range(step0 + 1, c.n_iters + 1):
-      batch = next(data)
-      if 'label' not in batch:
-        raise ConfigError(f'Dataset {config.data.dataset!r} yields no labels; a classifier needs '
-                          'them.')
-      p_state, metrics = p_step(p_state, batch, train_rng)
-      if step % c.log_freq == 0 or step == c.n_iters:
-        rate = (step - step0) / max(time.time() - t0, 1e-9)
-        print(f'classifier step {step}/{c.n_iters}  loss {float(metrics["loss"][0]):.4f}  '
-              f'accuracy {float(metrics["accuracy"][0]):.3f}  {rate:.1f} steps/s', flush=True)
-    state = parallel.unreplicate(p_state)
-    if int(state.step) > step0:
-      ckpt.save(int(state.step), state, {'train': data.get_state()})
-      print(f'Saved the classifier at step {int(state.step)} in {ckpt.directory}.')
-  finally:
-    ckpt.close()
-  return state
+  snapshot = c.get('snapshot_freq', c.n_iters)
+  job = training.Job(
+      'classifier', lambda rng: init_state(config, classifier, optimizer, rng),
+      get_classifier_step_fn(sde, classifier, optimizer), _Labelled(data, config.data.dataset),
+      training.Schedule(c.n_iters, c.log_freq, eval_freq=c.n_iters, snapshot_freq=snapshot,
+                        snapshot_freq_for_preemption=snapshot, keep_snapshots=False),
+      checkpointing.checkpoint_dir(classifier_dir(workdir)),
+      rng=(init_rng, train_rng, train_rng), log_metrics=('loss', 'accuracy'),
+      batch_size=c.batch_size)
+  return training.run(job, mesh)
 
 
 def load_classifier(config, workdir: str):
   """(classifier module, parameters) of the latest classifier checkpoint of ``workdir``."""
   classifier = classifiers.get_classifier(config)
-  optimizer = _optimizer(config)
+  optimizer = get_optimizer(config)
   template = init_state(config, classifier, optimizer, jax.random.PRNGKey(0))
   directory = checkpointing.checkpoint_dir(classifier_dir(workdir))
   if not os.path.isdir(directory):

@@ -1,4 +1,4 @@
-"""Config validation before anything is compiled, restored or written, and a run's identity.
+"""Config validation before anything is compiled, restored or written.
 
 ``check(config, mode)`` looks at the whole config at once and raises ``errors.ConfigError`` with
 one short message for the first problem: the key, its value and, where there is a set, the valid
@@ -14,28 +14,14 @@ choices. It checks
 
 ``mode`` is what the config is about to do: ``'train'`` (the training loop, with its eval loss
 and snapshot sampling), ``'sample'`` (``sample.py``) or ``'eval'`` (the evaluation loop).
-
-A run's identity is its config minus the keys a run may change between invocations
-(``MAY_DIFFER``: run length, log / eval / snapshot frequencies, ``sampling.*``, ``eval.*``,
-data-loading knobs, the compute dtype and remat: none changes parameters).
-``config_differences`` compares two configs by that rule; checkpoints store
-the config (``checkpointing``) and refuse to resume or sample with a different identity.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Sequence
 
 from score_sde import errors
 
 MODES = ('train', 'sample', 'eval')
-
-# Keys a resumed run or sample.py may change; entries ending in '.' are whole sections.
-MAY_DIFFER = (
-    'training.n_iters', 'training.log_freq', 'training.eval_freq', 'training.snapshot_freq',
-    'training.snapshot_freq_for_preemption', 'training.snapshot_sampling',
-    'training.distributed', 'sampling.', 'eval.', 'data.num_workers', 'data.prefetch',
-    'data.data_dir', 'data.path', 'model.dtype', 'model.remat')
 
 POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'training.eval_freq',
             'training.snapshot_freq', 'training.snapshot_freq_for_preemption',
@@ -61,7 +47,7 @@ def _get(config, key: str, default=None):
 
 def _choices() -> dict[str, list]:
   """Every config key that names something, with its valid names."""
-  from score_sde import likelihood, models, sampling, sde_lib, training
+  from score_sde import likelihood, models, sampling, sde_lib, train_state
   from score_sde.models import compute, precond
   from score_sde.sampling import correctors, predictors, schedules
   return {
@@ -71,7 +57,7 @@ def _choices() -> dict[str, list]:
       'model.dtype': list(compute.DTYPES),
       'model.embedding_type': ['fourier', 'positional'],
       'model.beta_schedule': ['linear', 'cosine'],
-      'optim.optimizer': sorted(training.OPTIMIZERS),
+      'optim.optimizer': sorted(train_state.OPTIMIZERS),
       'sampling.method': sorted(sampling.METHODS),
       'sampling.predictor': sorted(predictors.PREDICTORS),
       'sampling.corrector': sorted(correctors.CORRECTORS),
@@ -169,7 +155,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   """Raises ``errors.ConfigError`` for the first problem in ``config`` (module docstring)."""
   import jax
 
-  from score_sde import generation, models, sampling, sde_lib, training
+  from score_sde import datasets, models, sampling, sde_lib, train_state
   if mode not in MODES:
     raise ValueError(f'Unknown mode {mode!r}; valid: {list(MODES)}.')
   n = num_local_devices or jax.local_device_count()
@@ -178,7 +164,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   _check_effective(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))
   _built('model', lambda: models.get_model(config))
-  _built('optimizer', lambda: training.get_optimizer(config.optim))
+  _built('optimizer', lambda: train_state.get_optimizer(config.optim))
   if mode == 'train':
     _check_batch(config, 'training.batch_size', n)
     _check_batch(config, 'eval.batch_size', n)
@@ -191,73 +177,25 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   per_device = 1   # the sampler is checked even when unused: sample.py will use it
   if mode == 'sample' or (mode == 'train' and config.training.snapshot_sampling):
     per_device = _check_batch(config, 'sampling.batch_size', n)
-  shape = (per_device,) + generation.sample_shape(config)
+  shape = (per_device,) + datasets.sample_shape(config)
   _built('sampler', lambda: sampling.get_sampler(config, sde, shape))
-
-
-# The sampling.* keys each method reads (score_sde.sampling.METHODS); guidance and the batch size
-# are read by every method.
-SAMPLER_KEYS = {
-    'pc': ('predictor', 'corrector', 'snr', 'n_steps_each', 'noise_removal', 'eps', 'num_steps',
-           'probability_flow', 'time_schedule'),
-    'ode': ('rtol', 'atol', 'eps', 'noise_removal', 'time_schedule'),
-    'dpm_solver': ('num_steps', 'order', 'eps', 'time_schedule', 'rho'),
-    'ddim': ('num_steps', 'eps', 'time_schedule', 'rho'),
-    'heun': ('num_steps', 'eps', 'time_schedule', 'rho', 'S_churn', 'S_min', 'S_max', 'S_noise'),
-}
-_EVERY_SAMPLER = ('method', 'batch_size', 'guidance_scale', 'guidance_sigma_min',
-                  'guidance_sigma_max', 'classifier_scale')
 
 
 def check_sampling_overrides(config, overridden: Sequence[str], prefix: str = '--config.') -> None:
   """ConfigError for a ``sampling.*`` key set on the command line (``overridden``: dotted keys)
   that the configured sampler does not read, e.g. ``sampling.snr`` with ``method='ode'``;
   ``prefix`` says where the key was set."""
+  from score_sde import sampling
   s = config.sampling
-  used = set(SAMPLER_KEYS.get(s.method, ())) | set(_EVERY_SAMPLER)
+  method = sampling.METHODS.get(s.method)
   for key in overridden:
     section, _, name = key.partition('.')
-    if section != 'sampling' or s.method not in SAMPLER_KEYS:
+    if section != 'sampling' or method is None:
       continue
-    if name not in used:
+    if name not in set(method.keys) | set(sampling.EVERY_METHOD):
       raise errors.ConfigError(
           f'{prefix}{key} has no effect with sampling.method={s.method!r}, which reads '
-          f'{", ".join(SAMPLER_KEYS[s.method])} (and guidance, batch_size).')
+          f'{", ".join(method.keys)} (and guidance, batch_size).')
     if s.method == 'pc' and name in ('snr', 'n_steps_each') and s.corrector == 'none':
       raise errors.ConfigError(f"{prefix}{key} has no effect with sampling.corrector='none'; "
                                "set a corrector ('langevin' or 'ald').")
-
-
-def config_to_dict(config) -> dict:
-  """A ConfigDict (or dict) as plain JSON data: lists for tuples, None for placeholders."""
-  if isinstance(config, dict):
-    return json.loads(json.dumps(config))
-  return json.loads(config.to_json_best_effort())
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      flat.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      flat[f'{prefix}{k}'] = v
-  return flat
-
-
-def _may_differ(key: str, may_differ: tuple[str, ...]) -> bool:
-  return any(key == m or (m.endswith('.') and key.startswith(m)) for m in may_differ)
-
-
-def config_differences(stored: dict, current: dict, may_differ: tuple[str, ...] = MAY_DIFFER
-                       ) -> list[tuple[str, Any, Any]]:
-  """(key, stored value, current value) for every identity key that differs. Keys on one side
-  only (a newer or older schema) are not compared."""
-  a, b = _flatten(stored), _flatten(current)
-  return [(k, a[k], b[k]) for k in sorted(set(a) & set(b))
-          if a[k] != b[k] and not _may_differ(k, may_differ)]
-
-
-def format_differences(diffs: list[tuple[str, Any, Any]], limit: int = 4) -> str:
-  shown = '; '.join(f'{k} = {old!r} there, {new!r} here' for k, old, new in diffs[:limit])
-  return shown + (f' (and {len(diffs) - limit} more)' if len(diffs) > limit else '')

@@ -1,53 +1,157 @@
-"""Drawing samples from a trained model on all devices: the one place samplers meet models."""
+"""Drawing samples from a trained model on all devices: the one place samplers meet models.
+
+model -> score_fn (plain, classifier-free or classifier guided) -> sampler (any METHODS entry,
+or the PC inpainter / colorizer) on every device of every host (``get_sample_fn``), and ``draw``,
+the one loop that calls it until enough samples are drawn. sample.py, the training loop's
+snapshots, the evaluation loop and the experiment runner all sample through here.
+"""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import parallel, sampling, sde_lib
+from score_sde import datasets, parallel, sampling, sde_lib
+from score_sde.errors import ConfigError, DataError
+from score_sde.models import classifier as classifiers
 from score_sde.models import utils as mutils
+from score_sde.sampling import controllable_generation, guidance
 
 
-def sample_shape(config) -> tuple[int, ...]:
-  """Per-example data shape: (H, W, C) for images, (D,) for low-dimensional data."""
-  if config.data.image_size is None:
-    return (config.data.dim,)
-  return (config.data.image_size, config.data.image_size, config.data.num_channels)
+def _score_builder(config, sde, model, classifier=None) -> Callable:
+  """make(params, inputs) -> score_fn(x, t), traced on each device: plain; classifier-free
+  guided (``inputs['labels']`` on a class-conditional model); or, with ``classifier``, the
+  unconditional score plus the classifier's gradient (params is then (model, classifier))."""
+  continuous = config.training.continuous
+
+  def make(params, inputs):
+    if classifier is not None:   # the paper's way: unconditional score + classifier gradient
+      params, clf_params = params
+    if 'labels' not in inputs:
+      return mutils.get_score_fn(sde, model, params, continuous=continuous)
+    if classifier is not None:
+      base = mutils.get_score_fn(sde, model, params, continuous=continuous)
+      logit_fn = classifiers.get_logit_fn(sde, classifier, clf_params)
+      return guidance.classifier_guided_score_fn(base, logit_fn, inputs['labels'],
+                                                 config.sampling.classifier_scale)
+    return guidance.get_guided_score_fn(config, sde, model, params, inputs['labels'])
+  return make
 
 
-def get_sample_fn(config, sde, model, per_device_batch: int, devices: Sequence | None = None):
-  """``sample_fn(replicated_params, rng) -> (samples, nfe)``, samples (num_devices, b, ...).
+def _sampler_builder(config, sde, shape, input_keys) -> Callable:
+  """draw(rng, score_fn, inputs) -> (x, nfe): the PC colorizer / inpainter for an observed
+  image, else the sampler of ``config.sampling``."""
+  if 'grey' in input_keys:
+    colorize = controllable_generation.get_colorizer(
+        sde, shape, **controllable_generation.pc_options(config))
+    return lambda rng, score_fn, d: colorize(rng, score_fn, d['grey'])
+  if 'image' in input_keys:
+    inpaint = controllable_generation.get_inpainter(
+        sde, shape, **controllable_generation.pc_options(config))
+    return lambda rng, score_fn, d: inpaint(rng, score_fn, d['image'], d['mask'])
+  sampler = sampling.get_sampler(config, sde, shape)
+  return lambda rng, score_fn, d: sampler(rng, score_fn)
 
-  The sampler is built (and its config validated) here, once; it is compiled on first call.
+
+class SampleFn:
+  """``sample_fn(params, inputs, rng) -> (samples, nfe)``: one call draws ``batch_size``
+  samples (``config.sampling.batch_size``, split over every device of every host, a distinct
+  key per device). ``params`` come from ``put_params``; ``inputs`` are this host's share of the
+  per-example inputs (labels, observed images, masks; {} for plain sampling). Every host gets
+  the whole (batch_size, ...) array."""
+
+  def __init__(self, per_device: Callable, mesh, batch_size: int, input_keys: tuple[str, ...]):
+    self.mesh, self.batch_size, self.input_keys = mesh, batch_size, input_keys
+    self._step = parallel.sampling_step(per_device, mesh)
+
+  def put_params(self, params: Any) -> Any:
+    return parallel.replicate_global(params, self.mesh)
+
+  def _args(self, params, inputs, rng):
+    n_local = len(self.mesh.local_devices)
+    return params, parallel.put_batch(parallel.shard(inputs, n_local), self.mesh), rng
+
+  def compile(self, params, inputs, rng) -> None:
+    """Compiles now (e.g. to time sampling without compilation)."""
+    self._step.compile(*self._args(params, inputs, rng))
+
+  def __call__(self, params, inputs, rng) -> tuple[np.ndarray, int]:
+    samples, nfe = self._step(*self._args(params, inputs, rng))
+    return parallel.fetch(samples), int(np.asarray(parallel.to_local(nfe)))
+
+
+def get_sample_fn(config, sde, model, devices: Sequence | None = None, *,
+                  input_keys: Sequence[str] = (), classifier=None) -> SampleFn:
+  """The sampler of ``config.sampling`` driven by ``model`` on every device (``devices``: a
+  subset of this host's, single-process only). ``input_keys`` name the per-example inputs a
+  call gets ('labels', 'image' + 'mask', 'grey'); ``classifier`` (a module) turns labels into
+  classifier guidance. The sampler is built (and its config validated) here, once; it is
+  compiled on the first call."""
+  mesh = parallel.make_mesh(list(devices) if devices is not None and jax.process_count() == 1
+                            else None)
+  batch_size = config.sampling.batch_size
+  per_device = parallel.per_device_batch_size(batch_size, len(mesh.local_devices))
+  shape = (per_device,) + datasets.sample_shape(config)
+  make_score = _score_builder(config, sde, model, classifier)
+  draw_one = _sampler_builder(config, sde, shape, tuple(input_keys))
+
+  def per_device_fn(params, inputs, rng):
+    return draw_one(rng, make_score(params, inputs), inputs)
+  return SampleFn(per_device_fn, mesh, batch_size, tuple(input_keys))
+
+
+def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,
+         inputs: dict[str, np.ndarray] | None = None
+         ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+  """The one draw loop: calls ``sample_fn`` until ``num_samples`` are drawn, over all hosts.
+
+  ``inputs`` (per-example arrays, the same on every host) are cycled to ``num_samples``; call r
+  uses key ``fold_in(rng, r)``. Returns the samples (num_samples, ...), the inputs each sample
+  was drawn with, and the NFE of one call.
   """
-  sampler = sampling.get_sampler(config, sde, (per_device_batch,) + sample_shape(config))
+  inputs = inputs or {}
+  per_call = sample_fn.batch_size
+  total = math.ceil(num_samples / per_call) * per_call
+  cycled = {k: np.asarray(v)[np.arange(total) % len(v)] for k, v in inputs.items()}
+  params = sample_fn.put_params(params)
+  mine = parallel.host_local_slice(per_call)
+  out, nfe = [], 0
+  for r in range(total // per_call):
+    batch = {k: v[r * per_call:(r + 1) * per_call][mine] for k, v in cycled.items()}
+    samples, nfe = sample_fn(params, batch, jax.random.fold_in(rng, r))
+    out.append(samples)
+  return (np.concatenate(out)[:num_samples], {k: v[:num_samples] for k, v in cycled.items()},
+          nfe)
 
-  def sample(params, rng):
-    score_fn = mutils.get_score_fn(sde, model, params, train=False,
-                                   continuous=config.training.continuous)
-    return sampler(rng, score_fn)
-  return parallel.pmap_sampling(sample, devices)
 
-
-def draw_samples(sample_fn, replicated_params: Any, rng, num_samples: int,
-                 per_call: int | None = None) -> tuple[np.ndarray, int]:
-  """Calls ``sample_fn`` until ``num_samples`` are drawn, over all hosts together.
-
-  Every call draws a different batch on every device of every host (keys folded with the call
-  index and the global device index); on several hosts each call's samples are gathered in
-  process order, so every host returns the same (num_samples, ...) array. Returns it and the NFE
-  of one call. ``per_call`` is unused (the count is read off each call's output).
-  """
-  del per_call
-  out, nfe, total, r = [], 0, 0, 0
-  while total < num_samples:
-    samples, nfe = sample_fn(replicated_params, jax.random.fold_in(rng, r))
-    out.append(parallel.gather_hosts(parallel.unshard(parallel.to_host(samples))))
-    total, r = total + len(out[-1]), r + 1
-  return np.concatenate(out)[:num_samples], int(np.asarray(nfe).reshape(-1)[0])
+def check_inputs(config, model, inputs: dict[str, np.ndarray], classifier=None) -> None:
+  """DataError / ConfigError for conditional inputs that ``config``'s model cannot take: labels
+  out of range or without a class-conditional model (or classifier), observed images or masks
+  of the wrong shape, inpainting and colorization together."""
+  per_example = datasets.sample_shape(config)
+  if 'labels' in inputs:
+    num_classes = mutils.num_classes(model) or config.data.num_classes
+    if not num_classes:
+      raise ConfigError('--labels needs data.num_classes (a class-conditional model, or a '
+                        'classifier via --classifier_workdir).')
+    guidance.check_labels(inputs['labels'], num_classes)
+    if classifier is None:
+      guidance.check_guidable(model)
+  elif classifier is not None:
+    raise ConfigError('--classifier_workdir guides towards --labels; give them too.')
+  if 'grey' in inputs and 'image' in inputs:
+    raise ConfigError('Give either --inpaint_image/--inpaint_mask or --colorize_image.')
+  if ('image' in inputs) != ('mask' in inputs):
+    raise ConfigError('Inpainting needs both --inpaint_image and --inpaint_mask.')
+  if 'image' in inputs and inputs['image'].shape[1:] != per_example:
+    raise DataError(f'--inpaint_image has shape {inputs["image"].shape[1:]} per example; the '
+                    f'model draws {per_example}.')
+  if 'mask' in inputs and inputs['mask'].shape[1:] != per_example:
+    raise DataError(f'--inpaint_mask has shape {inputs["mask"].shape[1:]} per example; the '
+                    f'model draws {per_example}: use that shape or {per_example[:-1] + (1,)}.')
 
 
 def reverse_sde_paths(rng, score_fn, sde, x_T, num_steps: int = 200, eps: float = 1e-3,

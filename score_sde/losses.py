@@ -19,42 +19,19 @@ learns the unconditional score s(x, t) of classifier-free guidance.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import parallel, parameterization, sde_lib
+from score_sde import parallel, parameterization, sde_lib, train_state
 from score_sde.errors import ConfigError
 from score_sde.models import precond
 from score_sde.models import utils as mutils
 
 
-@flax.struct.dataclass
-class TrainState:
-  """Arrays only: the schedule, EMA rate and RNG live in the optimizer and the step function."""
-  step: jax.Array
-  params: Any
-  ema_params: Any
-  opt_state: Any
-
-
-def _ddpm_kernel(sde, i):
-  ac = sde.alphas_cumprod[i]
-  return jnp.sqrt(ac), jnp.sqrt(1.0 - ac)
-
-
-def _smld_kernel(sde, i):
-  return jnp.ones_like(sde.discrete_sigmas[i]), sde.discrete_sigmas[i]
-
-
-# Discrete-time training exists for the two chains of the papers: DDPM (VP) and SMLD (VE).
-DISCRETE_KERNELS = {sde_lib.VPSDE: _ddpm_kernel, sde_lib.VESDE: _smld_kernel}
-
-
-def _per_example_noise(rng, x, index_offset):
+def per_example_noise(rng, x, index_offset):
   """(u, z): u ~ U(0, 1) of shape (B,) and z ~ N(0, I) of x's shape, keyed by global index."""
   keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(x.shape[0]))
   u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
@@ -62,14 +39,10 @@ def _per_example_noise(rng, x, index_offset):
   return u, z
 
 
-# Processes with their own training distribution of noise levels: ln sigma ~ N(P_mean, P_std^2).
-LOG_NORMAL_TIMES = (sde_lib.EDMSDE,)
-
-
 def _training_times(sde, u, eps, edm):
   """t ~ U(eps, T), or EDM's log-normal sigma (the process's own, else the EDM model's)."""
-  if type(sde) in LOG_NORMAL_TIMES:
-    return precond.sample_times(sde, u, eps, sde.P_mean, sde.P_std)
+  if sde.training_log_sigma is not None:
+    return precond.sample_times(sde, u, eps, *sde.training_log_sigma)
   if edm is not None:
     return precond.sample_times(sde, u, eps, edm.P_mean, edm.P_std)
   return u * (sde.T - eps) + eps
@@ -107,17 +80,13 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
   """
   check_objective(objective, continuous=continuous, likelihood_weighting=likelihood_weighting,
                   edm=edm)
-  u, z = _per_example_noise(rng, x, index_offset)
+  u, z = per_example_noise(rng, x, index_offset)
   if continuous:
     t = _training_times(sde, u, eps, edm)
     mean, std = sde.marginal_prob(x, t)
   else:
-    if type(sde) not in DISCRETE_KERNELS:
-      raise ConfigError(f'Discrete-time training is defined for '
-                        f'{[c.__name__ for c in DISCRETE_KERNELS]}, not {type(sde).__name__}; '
-                        f'set training.continuous=True.')
     t = jnp.minimum((u * sde.N).astype(jnp.int32), sde.N - 1)   # the step index i
-    mean_coeff, std = DISCRETE_KERNELS[type(sde)](sde, t)
+    mean_coeff, std = sde.discrete_kernel(t)
     mean = sde_lib.batch_mul(mean_coeff, x)
   x_t = mean + sde_lib.batch_mul(std, z)
   score = score_fn(x_t, t)
@@ -186,7 +155,7 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
                         label_dropout=label_dropout, objective=objective)
   conditional = bool(mutils.num_classes(model))
 
-  def step_fn(state: TrainState, batch, rng, axis_name=None):
+  def step_fn(state: train_state.TrainState, batch, rng, axis_name=None):
     x = batch['image']
     if conditional and 'label' not in batch:
       raise ConfigError('model.class_conditional needs labelled data; this dataset yields no '
@@ -202,9 +171,27 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
     grads = parallel.pmean(grads, axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_rate)
+    ema_params = train_state.ema_update(params, state.ema_params, ema_rate)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
                               opt_state=opt_state)
     metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
     return new_state, parallel.pmean(metrics, axis_name)
   return step_fn
+
+
+def get_step_fns(config, sde, model, optimizer):
+  """(train_step, eval_step) of ``config.training``, both ``(state, batch, rng, axis_name=None)``."""
+  kwargs = dict(ema_rate=config.model.ema_rate, continuous=config.training.continuous,
+                reduce_mean=config.training.reduce_mean,
+                likelihood_weighting=config.training.likelihood_weighting,
+                label_dropout=config.training.get('label_dropout', 0.0),
+                objective=config.training.get('objective', None))
+  return (get_step_fn(sde, model, optimizer, train=True, **kwargs),
+          get_step_fn(sde, model, optimizer, train=False, **kwargs))
+
+
+def metrics_only(step_fn: Callable) -> Callable:
+  """An evaluation step that returns no state (nothing to copy out of the devices)."""
+  def step(state, batch, rng, axis_name=None):
+    return (), step_fn(state, batch, rng, axis_name=axis_name)[1]
+  return step

@@ -4,9 +4,10 @@ Data parallelism with ``pmap``'s semantics — one replica of the state per devi
 running the step on its slice of the global batch, gradients averaged with ``lax.pmean`` — but
 implemented as ``jax.jit`` of ``jax.shard_map`` over a one-axis ``Mesh`` of every device of every
 host. The state lives in global arrays replicated over the mesh (orbax saves and restores them
-across hosts directly) and a global batch (B, ...) is sharded along B. ``pmap`` helpers remain for
-the samplers' per-device keys and for callers holding pmap-layout trees
-(``(num_devices, ...)``: ``shard`` / ``replicate``).
+across hosts directly) and a global batch (B, ...) is sharded along B. The same shard_map runs
+every data-parallel computation: the train and eval steps (``data_parallel_step``), per-example
+evaluation (``per_example_step``) and sampling (``sampling_step``, a distinct key per device).
+The datasets' host layout (num_local_devices, b, ...) is ``shard`` / ``unshard``.
 
 Multi-host: ``initialize_distributed`` connects the processes (launcher, SLURM or TPU
 environment), each host feeds its own slice of the global batch (``put_batch``) and every
@@ -25,7 +26,6 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,8 +143,8 @@ def barrier(name: str, timeout_s: float = 3600) -> None:
   """
   if jax.process_count() == 1:
     return
-  from jax._src import distributed   # the client's barrier has no public wrapper
-  distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+  from orbax.checkpoint import multihost   # the coordination service's barrier, as orbax uses it
+  multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
 
 
 class _CompiledTogether:
@@ -159,14 +159,18 @@ class _CompiledTogether:
   def __init__(self, jitted: Callable, name: str):
     self._jitted, self._name, self._compiled = jitted, name, None
 
-  def __call__(self, *args):
-    if jax.process_count() == 1:
-      return self._jitted(*args)
+  def compile(self, *args) -> Callable:
+    """Compiles for ``args`` now (on every process, then the barrier); later calls reuse it."""
     if self._compiled is None:
       self._compiled = self._jitted.lower(*args).compile()
       _CompiledTogether._count += 1
       barrier(f'score_sde_compiled_{self._name}_{_CompiledTogether._count}')
-    return self._compiled(*args)
+    return self._compiled
+
+  def __call__(self, *args):
+    if jax.process_count() == 1 and self._compiled is None:
+      return self._jitted(*args)
+    return self.compile(*args)(*args)
 
 
 def any_process(flag: bool) -> Any:
@@ -385,7 +389,7 @@ class Prefetcher:
 
 
 # ---------------------------------------------------------------------------------------------
-# pmap layout: (num_local_devices, ...) trees, for per-device sampling and older callers
+# Host layout (num_local_devices, ...) of the datasets; sampling and evaluation
 
 
 def shard(x: Any, num_devices: int) -> Any:
@@ -398,14 +402,6 @@ def unshard(x: Any) -> Any:
   return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), x)
 
 
-def replicate(tree: Any, devices: Sequence | None = None) -> Any:
-  return flax.jax_utils.replicate(tree, devices=devices)
-
-
-def unreplicate(tree: Any) -> Any:
-  return flax.jax_utils.unreplicate(tree)
-
-
 def pmean(x: Any, axis_name: str | None) -> Any:
   """Mean over the device axis inside a mapped function; identity outside one."""
   return x if axis_name is None else jax.lax.pmean(x, axis_name)
@@ -414,20 +410,6 @@ def pmean(x: Any, axis_name: str | None) -> Any:
 def device_index(axis_name: str | None) -> jax.Array:
   """This device's position on the axis, counted over all hosts (0 outside a mapped function)."""
   return jnp.zeros((), jnp.int32) if axis_name is None else jax.lax.axis_index(axis_name)
-
-
-def pmap_step(step_fn: Callable, devices: Sequence | None = None, donate: bool = True) -> Callable:
-  """pmaps ``step_fn(state, batch, rng, axis_name=...)`` over ``devices`` (pmap layout).
-
-  With ``donate`` the state (argument 0) is donated. The rng is broadcast (the step folds in the
-  example index itself), the batch is sharded. Training uses ``data_parallel_step``. On several
-  hosts the map spans every host's devices (each host passes its local (num_local_devices, ...)
-  share; every host must make the same calls).
-  """
-  if jax.process_count() > 1:
-    devices = None
-  return jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
-                  in_axes=(0, 0, None), donate_argnums=(0,) if donate else (), devices=devices)
 
 
 def host_local_slice(n: int) -> slice:
@@ -441,14 +423,36 @@ def to_host(x: Any) -> Any:
   return jax.tree.map(np.asarray, jax.device_get(x))
 
 
-def pmap_sampling(fn: Callable, devices: Sequence | None = None) -> Callable:
-  """pmaps ``fn(params, rng)`` with replicated params and a distinct key on every device.
+def per_example_step(step_fn: Callable, mesh: Mesh) -> Callable:
+  """``step(params, batch, rng) -> outputs``: ``step_fn(params, batch, rng, axis_name=...)``
+  on every device's slice of the global batch, its per-example outputs ((b, ...) leaves)
+  forming global (B, ...) arrays (``fetch`` brings them to every host). For evaluation: nothing
+  is reduced or donated."""
+  def per_device(params, batch, rng):
+    return step_fn(params, batch, rng, axis_name=AXIS)
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(AXIS),
+                         check_vma=False)
+  return _CompiledTogether(jax.jit(mapped), 'eval')
 
-  On several hosts the keys are folded with the global device index, so hosts draw different
-  samples; ``generation.draw_samples`` gathers them.
+
+def fetch(x: jax.Array) -> np.ndarray:
+  """A global array sharded over the mesh -> the whole array on every host (numpy)."""
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def sampling_step(fn: Callable, mesh: Mesh) -> Callable:
+  """``step(params, inputs, rng) -> (samples, nfe)`` on every device of ``mesh``.
+
+  ``fn(params, inputs, rng)`` sees the replicated params, this device's slice of the
+  per-example ``inputs`` (global (B, ...) arrays sharded along B, ``put_batch``) and its own key
+  (``rng`` folded with the global device index, so every device of every host draws different
+  samples); its (b, ...) samples form the global (B, ...) output. The same shard_map over the
+  mesh as ``data_parallel_step``.
   """
-  def per_device(params, rng):
-    return fn(params, jax.random.fold_in(rng, jax.lax.axis_index(AXIS)))
-  if jax.process_count() > 1:
-    devices = None   # pmap spans every host's devices
-  return jax.pmap(per_device, axis_name=AXIS, in_axes=(0, None), devices=devices)
+  def per_device(params, inputs, rng):
+    return fn(params, inputs, jax.random.fold_in(rng, jax.lax.axis_index(AXIS)))
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS), P()),
+                         out_specs=(P(AXIS), P()), check_vma=False)
+  return _CompiledTogether(jax.jit(mapped), 'sample')

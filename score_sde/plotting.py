@@ -24,11 +24,11 @@ def image_grid(images: np.ndarray, path: str, padding: int = 2) -> str:
     y, x = padding + r * (h + padding), padding + q * (w + padding)
     grid[y:y + h, x:x + w] = images[k]
   grid = (grid * 255).round().astype(np.uint8)
-  Image.fromarray(grid[..., 0] if c == 1 else grid).save(_ensure_dir(path))
+  Image.fromarray(grid[..., 0] if c == 1 else grid).save(ensure_dir(path))
   return path
 
 
-def _ensure_dir(path: str) -> str:
+def ensure_dir(path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   return path
 
@@ -57,7 +57,7 @@ def scatter_2d(samples: np.ndarray, path: str, data: np.ndarray | None = None,
     _square_axes(ax, lim)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(_ensure_dir(path), dpi=110)
+  fig.savefig(ensure_dir(path), dpi=110)
   plt.close(fig)
   return path
 
@@ -94,7 +94,7 @@ def score_field(score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], times:
     _square_axes(ax, lim)
   fig.suptitle(title or 'learned score s(x, t) (direction; colour = log(1 + |s|)) and probability-flow paths')
   fig.tight_layout()
-  fig.savefig(_ensure_dir(path), dpi=110)
+  fig.savefig(ensure_dir(path), dpi=110)
   plt.close(fig)
   return path
 
@@ -138,7 +138,7 @@ def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') 
              frameon=False)
   fig.suptitle(title)
   fig.tight_layout(rect=(0, 0.04 + 0.02 * (len(labels) > 6), 1, 1))
-  fig.savefig(_ensure_dir(path), dpi=80)
+  fig.savefig(ensure_dir(path), dpi=80)
   plt.close(fig)
   return path
 
@@ -169,6 +169,32 @@ def scatter_panels(rows: Sequence[Sequence[tuple]], path: str,
       ax.set_title(title, fontsize=7)
       _square_axes(ax, lim)
   fig.tight_layout()
-  fig.savefig(_ensure_dir(path), dpi=80)
+  fig.savefig(ensure_dir(path), dpi=80)
   plt.close(fig)
   return path
+
+
+def scatter_by_label(samples: np.ndarray, labels: np.ndarray, path: str, title: str = '') -> str:
+  """2-D samples (N, 2) coloured by the class (N,) they were asked for."""
+  fig, ax = plt.subplots(figsize=(4.6, 4.6))
+  for y in np.unique(labels):
+    pts = samples[labels == y]
+    ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5, label=f'y = {y}', color=f'C{y % 10}')
+  _square_axes(ax, extent(samples))
+  ax.legend(markerscale=6, loc='upper right')
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(ensure_dir(path), dpi=110)
+  plt.close(fig)
+  return path
+
+
+def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarray | None = None,
+                         title: str = '') -> str:
+  """Samples in the model's range: 2-D data as a scatter plot over ``data``; images as a grid
+  of the first 64 in [0, 1]."""
+  if config.data.image_size is None:
+    return scatter_2d(samples, path, data=data, title=title)
+  from score_sde import datasets   # the inverse scaler of the config's data
+  images = datasets.get_data_inverse_scaler(config)(samples)
+  return image_grid(images[:64], path)

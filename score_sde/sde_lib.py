@@ -41,6 +41,64 @@ def _std_normal_logp(z: jax.Array, scale: float | jax.Array = 1.0) -> jax.Array:
           - _sum_except_batch(z**2) / (2 * scale**2))
 
 
+class SDE:
+  """The base of every forward SDE here; subclasses are frozen dataclasses with a field ``N``
+  (levels of the discrete chain, >= 1, checked here) that define ``sde``, ``marginal_prob``,
+  ``prior_sampling``, ``prior_logp`` and ``discretize`` (the paper's names).
+
+  What differs between SDEs outside those formulas is a method here, overridden where an SDE
+  has it (a subclass inherits its parent's): how a network is conditioned on the noise level
+  (``noise_conditioning``, and ``step_conditioning`` for discrete-time training), the discrete
+  chain's kernel (``discrete_kernel``), its ancestral step (``ancestral_step``), the chain's
+  alphas (``chain_alphas``) and the training distribution of noise levels
+  (``training_log_sigma``). ``T``, ``reverse`` and ``sigma_of_t`` are defined once, here.
+  """
+  T = 1.0                       # the end time; RectifiedFlow ends earlier
+  training_log_sigma = None     # (P_mean, P_std): ln sigma ~ N(P_mean, P_std^2) in training
+  chain_alphas = None           # alpha_i = 1 - beta_i of a DDPM-like discrete chain, (N,)
+
+  def __post_init__(self):
+    self.check()
+    if self.N < 1:
+      raise ConfigError(f'N must be >= 1, got {self.N}.')
+
+  def check(self) -> None:
+    """ConfigError for parameters out of range (a subclass's own checks)."""
+
+  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
+    return ReverseSDE(self, score_fn, probability_flow)
+
+  def sigma_of_t(self, t):
+    """The EDM noise level s(t) / m(t) of time t, (B,)."""
+    mean, std = self.marginal_prob(jnp.ones((t.shape[0], 1)), t)
+    return std / mean[:, 0]
+
+  def discrete_index(self, t):
+    """Index i of t in the N-level discrete chain, i = floor(t (N - 1) / T) (the paper's rounding)."""
+    return (t * (self.N - 1) / self.T).astype(jnp.int32)
+
+  def noise_conditioning(self, t, continuous: bool = True):
+    """(labels (B,), std): what a network is conditioned on at times t (B,), and the std that
+    turns its output into a score (score = -output / std; None: the output is the score)."""
+    raise ConfigError(f'{type(self).__name__} has no network noise conditioning; define its '
+                      'noise_conditioning (sde_lib).')
+
+  def step_conditioning(self, i):
+    """(labels, std) for integer steps i (B,) of the discrete chain (discrete-time training)."""
+    raise ConfigError(f'Discrete-time training is defined for the VP (DDPM) and VE (SMLD) chains, '
+                      f'not {type(self).__name__}; set training.continuous=True.')
+
+  def discrete_kernel(self, i):
+    """(m_i, s_i), each (B,): the discrete chain's kernel x_i = m_i x_0 + s_i z."""
+    return self.step_conditioning(i)   # raises the same error
+
+  def ancestral_step(self, rng, x, t, score_fn):
+    """One ancestral-sampling step of the discrete chain: (x, x_mean)."""
+    raise ConfigError(f"Predictor 'ancestral_sampling' exists for the VP (DDPM) and VE (SMLD) "
+                      f'chains only, not {type(self).__name__}; use one of: euler_maruyama, '
+                      'reverse_diffusion, none.')
+
+
 # ---------------------------------------------------------------------------------------------
 # Noise schedules of the variance-preserving family.
 #
@@ -62,7 +120,7 @@ def _cosine_log_alpha_bar(t, xp=jnp):
 
 
 @dataclasses.dataclass(frozen=True)
-class _VPFamily:
+class _VPFamily(SDE):
   """Shared schedule for VP and sub-VP. ``beta_schedule`` is 'linear' (the paper) or 'cosine'.
 
   linear:  beta(t) = beta_min + t (beta_max - beta_min),  B(t) = beta_min t + (beta_max - beta_min) t^2 / 2.
@@ -74,16 +132,10 @@ class _VPFamily:
   N: int = 1000
   beta_schedule: str = 'linear'
 
-  def __post_init__(self):
+  def check(self):
     if self.beta_schedule not in ('linear', 'cosine'):
       raise ConfigError(f"Unknown beta_schedule {self.beta_schedule!r}; valid: 'linear', "
                         "'cosine'.")
-    if self.N < 1:
-      raise ConfigError(f'N must be >= 1, got {self.N}.')
-
-  @property
-  def T(self) -> float:
-    return 1.0
 
   def beta(self, t):
     if self.beta_schedule == 'linear':
@@ -112,8 +164,9 @@ class _VPFamily:
   def alphas_cumprod(self) -> jax.Array:
     return jnp.cumprod(self.alphas)
 
-  def _timestep(self, t):
-    return (t * (self.N - 1) / self.T).astype(jnp.int32)
+  @property
+  def chain_alphas(self) -> jax.Array:
+    return self.alphas
 
   def log_mean_coeff(self, t):
     return -0.5 * self.integrated_beta(t)
@@ -124,8 +177,9 @@ class _VPFamily:
   def prior_logp(self, z):
     return _std_normal_logp(z)
 
-  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
-    return ReverseSDE(self, score_fn, probability_flow)
+  def _continuous_conditioning(self, t):
+    """Labels 999 t and the continuous s(t): score = -output / s(t)."""
+    return t * 999, self.marginal_prob(jnp.zeros((t.shape[0], 1)), t)[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +199,33 @@ class VPSDE(_VPFamily):
 
   def discretize(self, x, t):
     """DDPM's chain: x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z, as x_i = x_{i-1} + f + G z."""
-    i = self._timestep(t)
+    i = self.discrete_index(t)
     beta = self.discrete_betas[i]
     f = batch_mul(jnp.sqrt(self.alphas[i]), x) - x
     return f, jnp.sqrt(beta)
+
+  def noise_conditioning(self, t, continuous=True):
+    if continuous:
+      return self._continuous_conditioning(t)
+    # The paper's get_score_fn: label t (N - 1) and the noise level of its integer part, the step
+    # whose beta_i the ancestral predictor and discretize() also use (discrete_index).
+    labels = t * (self.N - 1)
+    return labels, jnp.sqrt(1.0 - self.alphas_cumprod)[labels.astype(jnp.int32)]
+
+  def step_conditioning(self, i):
+    """DDPM: label i, std sqrt(1 - alpha_bar_i)."""
+    return i.astype(jnp.float32), jnp.sqrt(1.0 - self.alphas_cumprod)[i]
+
+  def discrete_kernel(self, i):
+    ac = self.alphas_cumprod[i]
+    return jnp.sqrt(ac), jnp.sqrt(1.0 - ac)
+
+  def ancestral_step(self, rng, x, t, score_fn):
+    """DDPM's ancestral step: x <- (x + beta_i score) / sqrt(1 - beta_i) + sqrt(beta_i) z."""
+    beta = self.discrete_betas[self.discrete_index(t)]
+    x_mean = batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score_fn(x, t)))
+    z = jax.random.normal(rng, x.shape, x.dtype)
+    return x_mean + batch_mul(jnp.sqrt(beta), z), x_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,15 +250,20 @@ class SubVPSDE(_VPFamily):
     x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i (1 - exp(-2 B(t_i)))) z.
     Its mean matches VP's and its per-step variance is the continuous one's, beta(t) dt discounted.
     """
-    i = self._timestep(t)
+    i = self.discrete_index(t)
     beta = self.discrete_betas[i]
     discount = -jnp.expm1(-2.0 * self.integrated_beta(t))
     f = batch_mul(jnp.sqrt(self.alphas[i]), x) - x
     return f, jnp.sqrt(beta * discount)
 
+  def noise_conditioning(self, t, continuous=True):
+    """The paper scores sub-VP models with continuous conditioning even when ``continuous`` is
+    False (it has no discrete sub-VP chain)."""
+    return self._continuous_conditioning(t)
+
 
 @dataclasses.dataclass(frozen=True)
-class VESDE:
+class VESDE(SDE):
   """Variance-exploding SDE (continuous SMLD): dx = sigma(t) sqrt(2 log(sigma_max/sigma_min)) dw,
 
   sigma(t) = sigma_min (sigma_max/sigma_min)^t.  Marginal: m(t) = 1, s(t) = sigma(t).
@@ -191,16 +273,10 @@ class VESDE:
   sigma_max: float = 50.0
   N: int = 1000
 
-  def __post_init__(self):
+  def check(self):
     if not 0 < self.sigma_min < self.sigma_max:
       raise ConfigError(f'Need 0 < sigma_min < sigma_max, got {self.sigma_min}, '
                         f'{self.sigma_max}.')
-    if self.N < 1:
-      raise ConfigError(f'N must be >= 1, got {self.N}.')
-
-  @property
-  def T(self) -> float:
-    return 1.0
 
   @property
   def discrete_sigmas(self) -> jax.Array:
@@ -225,13 +301,37 @@ class VESDE:
 
   def discretize(self, x, t):
     """SMLD's chain: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z (sigma_{-1} = 0)."""
-    i = (t * (self.N - 1) / self.T).astype(jnp.int32)
-    sigma = self.discrete_sigmas[i]
-    adjacent = jnp.where(i == 0, 0.0, self.discrete_sigmas[jnp.maximum(i - 1, 0)])
+    sigma, adjacent = self._adjacent_sigmas(self.discrete_index(t))
     return jnp.zeros_like(x), jnp.sqrt(sigma**2 - adjacent**2)
 
-  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
-    return ReverseSDE(self, score_fn, probability_flow)
+  def _adjacent_sigmas(self, i):
+    """(sigma_i, sigma_{i-1}) with sigma_{-1} = 0."""
+    adjacent = jnp.where(i == 0, 0.0, self.discrete_sigmas[jnp.maximum(i - 1, 0)])
+    return self.discrete_sigmas[i], adjacent
+
+  def noise_conditioning(self, t, continuous=True):
+    """(labels, None): the network output is the score."""
+    if continuous:
+      return self.marginal_prob(jnp.zeros((t.shape[0], 1)), t)[1], None
+    return jnp.round((self.T - t) * (self.N - 1)).astype(jnp.int32), None
+
+  def step_conditioning(self, i):
+    """SMLD: label N - 1 - i (its labels count noise levels from the largest), no std."""
+    return self.N - 1 - i, None
+
+  def discrete_kernel(self, i):
+    return jnp.ones_like(self.discrete_sigmas[i]), self.discrete_sigmas[i]
+
+  def ancestral_step(self, rng, x, t, score_fn):
+    """SMLD's ancestral step between noise levels sigma_i > sigma_{i-1} (sigma_{-1} = 0):
+
+    x <- x + (sigma_i^2 - sigma_{i-1}^2) score + sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2) z.
+    """
+    sigma, adjacent = self._adjacent_sigmas(self.discrete_index(t))
+    x_mean = x + batch_mul(sigma**2 - adjacent**2, score_fn(x, t))
+    std = jnp.sqrt(adjacent**2 * (sigma**2 - adjacent**2) / sigma**2)
+    z = jax.random.normal(rng, x.shape, x.dtype)
+    return x_mean + batch_mul(std, z), x_mean
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +344,7 @@ class VESDE:
 # ---------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class _Interpolant:
+class _Interpolant(SDE):
   """Shared methods; a subclass defines ``mean_coeff`` m(t), ``std`` s(t), ``drift_coeff`` f(t),
   ``diffusion_sq`` g(t)^2 in closed form, ``T`` and ``prior_std`` (the prior is N(0, s(T)^2 I))."""
 
@@ -283,9 +383,6 @@ class _Interpolant:
     f = batch_mul(a - 1.0, x)
     return f, jnp.sqrt(jnp.maximum(self.std(t_i)**2 - (a * s_prev)**2, 0.0))
 
-  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
-    return ReverseSDE(self, score_fn, probability_flow)
-
 
 @dataclasses.dataclass(frozen=True)
 class RectifiedFlow(_Interpolant):
@@ -304,13 +401,11 @@ class RectifiedFlow(_Interpolant):
   t_max: float = 0.99
   N: int = 1000
 
-  def __post_init__(self):
+  def check(self):
     if not 0.0 < self.t_max < 1.0:
       raise ConfigError(
           f'RectifiedFlow t_max must lie in (0, 1), got {self.t_max}: at t = 1, m(t) = 1 - t = 0, '
           'so the drift -1/(1 - t), the diffusion and the score of a velocity are undefined.')
-    if self.N < 1:
-      raise ConfigError(f'N must be >= 1, got {self.N}.')
 
   @property
   def T(self) -> float:
@@ -327,6 +422,10 @@ class RectifiedFlow(_Interpolant):
 
   def diffusion_sq(self, t):
     return 2.0 * t / (1.0 - t)
+
+  def noise_conditioning(self, t, continuous=True):
+    """Labels 999 t as VP; the bare network predicts the noise."""
+    return t * 999, self.std(t)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,18 +447,16 @@ class EDMSDE(_Interpolant):
   P_mean: float = -1.2
   P_std: float = 1.2
 
-  def __post_init__(self):
+  def check(self):
     if not 0 < self.sigma_min < self.sigma_max:
       raise ConfigError(f'EDMSDE needs 0 < sigma_min < sigma_max, got {self.sigma_min}, '
                         f'{self.sigma_max}.')
     if not self.rho > 0 or not self.P_std > 0:
       raise ConfigError(f'EDMSDE needs rho > 0 and P_std > 0, got {self.rho}, {self.P_std}.')
-    if self.N < 1:
-      raise ConfigError(f'N must be >= 1, got {self.N}.')
 
   @property
-  def T(self) -> float:
-    return 1.0
+  def training_log_sigma(self) -> tuple[float, float]:
+    return self.P_mean, self.P_std
 
   def _ramp(self, t):
     a, b = self.sigma_min**(1 / self.rho), self.sigma_max**(1 / self.rho)
@@ -381,8 +478,9 @@ class EDMSDE(_Interpolant):
     ramp, slope = self._ramp(t)
     return 2.0 * self.rho * slope * ramp**(2 * self.rho - 1)
 
-
-SDE = VPSDE | SubVPSDE | VESDE | RectifiedFlow | EDMSDE
+  def noise_conditioning(self, t, continuous=True):
+    """Labels sigma(t) as VE; the bare network predicts the noise."""
+    return self.sigma(t), self.sigma(t)
 
 
 @dataclasses.dataclass(frozen=True)

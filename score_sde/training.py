@@ -1,68 +1,34 @@
-"""The training loop: build everything from the config, step on all devices, log, checkpoint.
+"""The training loop, for every trainable thing: step on all devices, log, checkpoint, signals.
 
-``train_and_evaluate(config, workdir)`` is the whole job behind ``train.py``. It resumes from the
-latest complete checkpoint in ``<workdir>/checkpoints`` (same step, optimizer state, EMA and data
-position), saves on SIGTERM / Ctrl-C, and stops on a non-finite loss without overwriting the
-last good checkpoint.
+``run(job, mesh)`` trains a ``Job`` (its initial state, pure train / eval steps, data, schedule
+and checkpoint folder). It resumes from the latest complete checkpoint (same step, optimizer
+state, EMA and data position), saves on SIGTERM / Ctrl-C, and stops on a non-finite loss without
+overwriting the last good checkpoint. ``train_and_evaluate(config, workdir)`` is the score model's
+job behind ``train.py``; ``classifier_training`` builds the classifier's job on the same loop.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import signal
 import sys
 import time
-from typing import Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tqdm
 
 from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
-from score_sde import parallel, plotting, sde_lib
+from score_sde import parallel, plotting, reporting, sde_lib, train_state
+from score_sde.checkpointing import identity
 from score_sde.errors import ConfigError
-from score_sde.models import utils as mutils
 
 
 class NonFiniteLossError(errors.ScoreSDEError, FloatingPointError):
   """The training loss or the parameters became NaN or infinite."""
-
-
-def _adam(optim, schedule):
-  return optax.adamw(learning_rate=schedule, b1=optim.beta1, eps=optim.eps,
-                     weight_decay=optim.weight_decay)
-
-
-OPTIMIZERS = {'Adam': _adam}
-
-
-def get_optimizer(optim) -> optax.GradientTransformation:
-  """Global-norm clipping, then Adam(W) with the paper's linear warm-up: lr min(step/warmup, 1)."""
-  if optim.optimizer not in OPTIMIZERS:
-    raise ConfigError(f'Unknown optimizer {optim.optimizer!r}; valid: {sorted(OPTIMIZERS)}.')
-  schedule = (optax.linear_schedule(0.0, optim.lr, optim.warmup) if optim.warmup > 0
-              else optax.constant_schedule(optim.lr))
-  chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
-  return optax.chain(*chain, OPTIMIZERS[optim.optimizer](optim, schedule))
-
-
-def init_train_state(config, model, optimizer, rng) -> losses.TrainState:
-  params = mutils.init_params(rng, model, generation.sample_shape(config))
-  return losses.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                           opt_state=optimizer.init(params))
-
-
-def get_step_fns(config, sde, model, optimizer):
-  """(train_step, eval_step), both ``(state, batch, rng, axis_name=None)``."""
-  kwargs = dict(ema_rate=config.model.ema_rate, continuous=config.training.continuous,
-                reduce_mean=config.training.reduce_mean,
-                likelihood_weighting=config.training.likelihood_weighting,
-                label_dropout=config.training.get('label_dropout', 0.0),
-                objective=config.training.get('objective', None))
-  return (losses.get_step_fn(sde, model, optimizer, train=True, **kwargs),
-          losses.get_step_fn(sde, model, optimizer, train=False, **kwargs))
 
 
 def step_chunks(tc) -> int:
@@ -87,13 +53,6 @@ def chunk_sizes(start: int, stop: int, n: int) -> list[int]:
   return [1] * (first - start) + [n] * ((last - first) // n) + [1] * (stop - last)
 
 
-def _metrics_only(step_fn):
-  """An evaluation step that returns no state (nothing to copy out of the devices)."""
-  def step(state, batch, rng, axis_name=None):
-    return (), step_fn(state, batch, rng, axis_name=axis_name)[1]
-  return step
-
-
 @dataclasses.dataclass
 class _Stop:
   """Set by SIGTERM / SIGINT; the loop checks it between steps."""
@@ -113,28 +72,12 @@ def _install_signal_handlers(stop: _Stop):
   return previous
 
 
-def _report(message: str, bar: tqdm.tqdm | None = None) -> None:
-  """Progress for people: above the progress bar on a terminal, a plain line in a log."""
-  if jax.process_index() != 0:
-    return
-  if bar is not None and not bar.disable:
-    bar.write(message)
-  else:
-    print(message, flush=True)
-
-
-def _format_eta(seconds: float) -> str:
-  m, s = divmod(int(seconds), 60)
-  h, m = divmod(m, 60)
-  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
-
-
 class _Writer:
   """TensorBoard scalars (tensorboardX event files) on the first host only."""
 
   def __init__(self, logdir: str):
     self._writer = None
-    if jax.process_index() == 0:
+    if parallel.is_main_process():
       from tensorboardX import SummaryWriter
       self._writer = SummaryWriter(logdir)
 
@@ -149,22 +92,51 @@ class _Writer:
       self._writer.close()
 
 
-def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarray | None = None,
-                         title: str = '') -> str:
-  """2-D data: a scatter plot over the data; images: a grid in [0, 1]."""
-  if config.data.image_size is None:
-    return plotting.scatter_2d(samples, path, data=data, title=title)
-  images = datasets.get_data_inverse_scaler(config)(samples)
-  return plotting.image_grid(images[:64], path)
-
-
 @jax.jit
 def _all_finite(tree) -> jax.Array:
   """Whether every entry of every leaf is finite: one program, not one eager op per leaf shape."""
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) -> losses.TrainState:
+@dataclasses.dataclass
+class Schedule:
+  """When the loop logs, evaluates and saves (steps). The latest checkpoint is kept, plus every
+  ``snapshot_freq``-th with ``keep_snapshots``."""
+  n_iters: int
+  log_freq: int
+  eval_freq: int
+  snapshot_freq: int
+  snapshot_freq_for_preemption: int
+  n_jitted_steps: int = 1
+  keep_snapshots: bool = True
+
+
+@dataclasses.dataclass
+class Job:
+  """One trainable thing for ``run``: ``init_state(rng) -> TrainState``, pure steps
+  ``(state, batch, rng, axis_name=None) -> (state, metrics)`` (``metrics['loss']`` at least),
+  host iterators with ``get_state`` / ``set_state``, keys (init, train, eval), the global
+  ``batch_size`` and where its checkpoints go. ``config`` is
+  stored with each checkpoint (the run's identity); ``on_snapshot(state, step)`` runs at
+  ``snapshot_freq`` (e.g. sample pictures)."""
+  name: str
+  init_state: Callable[[Any], train_state.TrainState]
+  train_step: Callable
+  train_iter: Iterator
+  schedule: Schedule
+  checkpoint_dir: str
+  rng: Any
+  eval_step: Callable | None = None
+  eval_iter: Iterator | None = None
+  config: Any = None
+  tensorboard_dir: str | None = None
+  on_snapshot: Callable | None = None
+  log_metrics: tuple[str, ...] = ('loss',)
+  batch_size: int = 0
+
+
+def train_and_evaluate(config, workdir: str,
+                       devices: Sequence | None = None) -> train_state.TrainState:
   """Trains ``config`` in ``workdir`` up to ``config.training.n_iters`` steps; returns the state."""
   parallel.initialize_distributed(config.training.distributed)
   parallel.check_same_on_all_processes(config.to_json_best_effort(sort_keys=True), 'config')
@@ -176,45 +148,64 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
   checkpointing.check_run_config(config, workdir)   # another run's workdir: stop, touch nothing
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
-  optimizer = get_optimizer(config.optim)
+  optimizer = train_state.get_optimizer(config.optim)
   train_iter = datasets.get_dataset(config, 'train', num_local_devices=n_dev)
   eval_iter = datasets.get_dataset(config, 'test', num_local_devices=n_dev)
-  train_step, eval_step = get_step_fns(config, sde, model, optimizer)
+  train_step, eval_step = losses.get_step_fns(config, sde, model, optimizer)
   tc = config.training
-  chunks = step_chunks(tc)
-  p_train_steps = {n: parallel.data_parallel_step(train_step, mesh, n_steps=n) for n in {1, chunks}}
-  p_eval_step = parallel.data_parallel_step(_metrics_only(eval_step), mesh, donate=False)
-  sample_fn = None
-  if tc.snapshot_sampling:
-    per_device = parallel.per_device_batch_size(config.sampling.batch_size, n_dev)
-    sample_fn = generation.get_sample_fn(config, sde, model, per_device, devices)
-
+  schedule = Schedule(tc.n_iters, tc.log_freq, tc.eval_freq, tc.snapshot_freq,
+                      tc.snapshot_freq_for_preemption, step_chunks(tc))
   rng = jax.random.PRNGKey(config.seed)
   init_rng, train_rng, eval_rng, sample_rng = jax.random.split(rng, 4)
+  on_snapshot = None
+  if tc.snapshot_sampling:
+    sample_fn = generation.get_sample_fn(config, sde, model, devices)
+    on_snapshot = functools.partial(_snapshot_samples, config, sample_fn, rng=sample_rng,
+                                    workdir=workdir)
+  job = Job('train', lambda rng: train_state.init_train_state(config, model, optimizer, rng),
+            train_step, train_iter, schedule, checkpointing.checkpoint_dir(workdir),
+            rng=(init_rng, train_rng, eval_rng), eval_step=eval_step, eval_iter=eval_iter,
+            config=config,
+            tensorboard_dir=os.path.join(workdir, 'tensorboard'), on_snapshot=on_snapshot,
+            log_metrics=('loss', 'grad_norm'), batch_size=tc.batch_size)
+  return run(job, mesh, workdir)
+
+
+def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
+  """Trains ``job`` on every device of ``mesh`` up to ``job.schedule.n_iters`` steps; returns
+  this host's copy of the final state. ``workdir``: where ``config.json`` records the run."""
+  sc = job.schedule
+  init_rng, train_rng, eval_rng = job.rng
+  p_train_steps = {n: parallel.data_parallel_step(job.train_step, mesh, n_steps=n)
+                   for n in {1, sc.n_jitted_steps}}
+  p_eval_step = None
+  if job.eval_step is not None:
+    p_eval_step = parallel.data_parallel_step(losses.metrics_only(job.eval_step), mesh,
+                                              donate=False)
   # The state lives replicated on every device of every host; orbax restores into that layout.
   # One compiled call (not one per initializer op), written straight into the replicated layout.
-  p_state = parallel.replicated_call(
-      lambda rng: init_train_state(config, model, optimizer, rng), mesh)(init_rng)
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
-                                    keep_period=tc.snapshot_freq)
+  p_state = parallel.replicated_call(job.init_state, mesh)(init_rng)
+  ckpt = checkpointing.Checkpointer(job.checkpoint_dir,
+                                    keep_period=sc.snapshot_freq if sc.keep_snapshots else None)
   has_checkpoint = ckpt.latest_step() is not None
   if has_checkpoint:
-    p_state, data_state = ckpt.restore(p_state, config=config)
+    p_state, data_state = ckpt.restore(p_state, config=job.config)
     if 'train' in data_state:
-      train_iter.set_state(data_state['train'])
-    if 'eval' in data_state:
-      eval_iter.set_state(data_state['eval'])
-    _report(f'Resumed from step {int(p_state.step)} in {ckpt.directory}.')
+      job.train_iter.set_state(data_state['train'])
+    if 'eval' in data_state and job.eval_iter is not None:
+      job.eval_iter.set_state(data_state['eval'])
+    reporting.say(f'Resumed from step {int(p_state.step)} in {ckpt.directory}.')
   start_step = int(p_state.step)
-  if jax.process_index() == 0:   # the run has started: record its config
-    checkpointing.write_config_json(config, workdir, has_checkpoint)
+  if parallel.is_main_process() and job.config is not None and workdir is not None:
+    identity.write_config_json(job.config, workdir, has_checkpoint)   # the run has started
   if jax.process_count() > 1:
-    _report(f'{jax.process_count()} processes x {n_dev} devices = {jax.device_count()} devices; '
-            f'{tc.batch_size // jax.process_count()} examples per host per step.')
-  sizes = chunk_sizes(start_step, tc.n_iters, chunks)
-  train_batches = parallel.Prefetcher(train_iter, mesh, sizes)
+    reporting.say(f'{jax.process_count()} processes x {len(mesh.local_devices)} devices = '
+                  f'{jax.device_count()} devices; {job.batch_size // jax.process_count()} examples '
+                  'per host per step.')
+  sizes = chunk_sizes(start_step, sc.n_iters, sc.n_jitted_steps)
+  train_batches = parallel.Prefetcher(job.train_iter, mesh, sizes)
   agreed_stop = parallel.AgreedFlag()
-  writer = _Writer(os.path.join(workdir, 'tensorboard'))
+  writer = _Writer(job.tensorboard_dir) if job.tensorboard_dir else None
   stop = _Stop()
   previous_handlers = _install_signal_handlers(stop)
   finite = jnp.array(True)
@@ -233,12 +224,14 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
       raise non_finite(f'Loss became NaN/inf before step {step}')
     if not bool(_all_finite((p_state.params, p_state.ema_params))):
       raise non_finite(f'Parameters became NaN/inf before step {step}')
-    ckpt.save(step, p_state, {'train': train_batches.get_state(), 'eval': eval_iter.get_state()},
-              config=config)
+    data = {'train': train_batches.get_state()}
+    if job.eval_iter is not None:
+      data['eval'] = job.eval_iter.get_state()
+    ckpt.save(step, p_state, data, config=job.config)
     last_saved = step
 
-  bar = tqdm.tqdm(total=tc.n_iters, initial=start_step, disable=not sys.stderr.isatty(),
-                  dynamic_ncols=True, desc='train')
+  bar = tqdm.tqdm(total=sc.n_iters, initial=start_step, disable=not sys.stderr.isatty(),
+                  dynamic_ncols=True, desc=job.name)
   t0, s0 = time.time(), start_step
   try:
     step = start_step
@@ -249,49 +242,55 @@ def train_and_evaluate(config, workdir: str, devices: Sequence | None = None) ->
       step += n
       finite = finite & jnp.all(jnp.isfinite(metrics['loss']))
       bar.update(n)
-      if step % tc.log_freq == 0 or step == tc.n_iters:
-        loss = float(metrics['loss'])
-        if not np.isfinite(loss):
-          raise non_finite(f'Loss is {loss} at step {step}')
+      if step % sc.log_freq == 0 or step == sc.n_iters:
+        values = {k: float(metrics[k]) for k in job.log_metrics}
+        if not np.isfinite(values['loss']):
+          raise non_finite(f'Loss is {values["loss"]} at step {step}')
         rate = (step - s0) / max(time.time() - t0, 1e-9)
-        eta = _format_eta((tc.n_iters - step) / max(rate, 1e-9))
-        bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
-        _report(f'step {step}/{tc.n_iters}  loss {loss:.5f}  {rate:.1f} steps/s  ETA {eta}', bar)
-        writer.scalars(step, {'train/loss': loss, 'train/grad_norm': float(metrics['grad_norm']),
-                              'train/steps_per_sec': rate})
-      if step % tc.eval_freq == 0:
-        _, eval_metrics = p_eval_step(p_state, parallel.put_batch(next(eval_iter), mesh), eval_rng)
-        writer.scalars(step, {'eval/loss': float(eval_metrics['loss'])})
-      if (step % tc.snapshot_freq_for_preemption == 0 or step % tc.snapshot_freq == 0
-          or step == tc.n_iters):
+        eta = reporting.format_eta((sc.n_iters - step) / max(rate, 1e-9))
+        bar.set_postfix(loss=f'{values["loss"]:.4f}', refresh=False)
+        shown = '  '.join(f'{k} {v:.5f}' for k, v in values.items() if k != 'grad_norm')
+        prefix = '' if job.name == 'train' else f'{job.name} '
+        reporting.say(f'{prefix}step {step}/{sc.n_iters}  {shown}  {rate:.1f} steps/s  ETA {eta}',
+                      bar)
+        if writer is not None:
+          writer.scalars(step, {**{f'train/{k}': v for k, v in values.items()},
+                                'train/steps_per_sec': rate})
+      if p_eval_step is not None and step % sc.eval_freq == 0:
+        _, eval_metrics = p_eval_step(p_state, parallel.put_batch(next(job.eval_iter), mesh),
+                                      eval_rng)
+        if writer is not None:
+          writer.scalars(step, {'eval/loss': float(eval_metrics['loss'])})
+      if (step % sc.snapshot_freq_for_preemption == 0 or step % sc.snapshot_freq == 0
+          or step == sc.n_iters):
         save(step)
-      if sample_fn is not None and (step % tc.snapshot_freq == 0 or step == tc.n_iters):
-        _snapshot_samples(config, sample_fn, p_state, devices, sample_rng, step, workdir)
+      if job.on_snapshot is not None and (step % sc.snapshot_freq == 0 or step == sc.n_iters):
+        job.on_snapshot(p_state, step)
       if agreed_stop.update(stop.signal is not None):   # all hosts stop at the same step
         if last_saved != step:   # the signal may have landed during this step's own save
           save(step)
         who = (f'{signal.Signals(stop.signal).name} received' if stop.signal
                else 'Another host received a stop signal')
-        _report(f'{who}: saved step {step}; stopping.', bar)
+        reporting.say(f'{who}: saved step {step}; stopping.', bar)
         break
   finally:
     train_batches.close()
     bar.close()
     ckpt.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
     for sig, handler in previous_handlers.items():
       signal.signal(sig, handler)
   return parallel.to_local(p_state)
 
 
-def _snapshot_samples(config, sample_fn, p_state, devices, rng, step, workdir):
+def _snapshot_samples(config, sample_fn, p_state, step, *, rng, workdir):
   """Samples ``sampling.batch_size`` examples with the EMA parameters; host 0 writes them."""
-  n = config.sampling.batch_size
-  params = parallel.replicate(parallel.to_local(p_state.ema_params), devices)
-  samples, nfe = generation.draw_samples(sample_fn, params, jax.random.fold_in(rng, step), n, n)
-  if jax.process_index() != 0:
+  samples, _, nfe = generation.draw(sample_fn, parallel.to_local(p_state.ema_params),
+                                    jax.random.fold_in(rng, step), config.sampling.batch_size)
+  if not parallel.is_main_process():
     return
   path = os.path.join(workdir, 'samples', f'step_{step}.png')
-  save_samples_picture(config, samples, path, title=f'step {step} (EMA, {nfe} NFE)')
+  plotting.save_samples_picture(config, samples, path, title=f'step {step} (EMA, {nfe} NFE)')
   np.savez_compressed(os.path.join(workdir, 'samples', f'step_{step}.npz'), samples=samples)
-  _report(f'Wrote {path}')
+  reporting.say(f'Wrote {path}')

@@ -14,7 +14,8 @@ import pytest
 from benchmarks import tiny_archs_digits
 from configs import default_digits
 from configs.vp import digits_ddpmpp_continuous
-from score_sde import checkpointing, checkpoints, datasets, models, training
+from score_sde.checkpointing import paper
+from score_sde import checkpointing, datasets, models, training
 from score_sde.datasets import digits
 from score_sde.errors import ConfigError, DataError
 from score_sde.evaluation import digits_classifier
@@ -113,7 +114,7 @@ def test_sample_py_reads_a_paper_format_checkpoint_of_a_model_trained_here(ddpm_
   path = tmp_path / 'checkpoints' / 'checkpoint_20'
   path.parent.mkdir()
   _write_paper_state(path, result.ema_params, result.ema_params, step=20)
-  loaded = checkpoints.load_paper_checkpoint(str(path.parent), result.config)
+  loaded = paper.load_paper_checkpoint(str(path.parent), result.config)
   for a, b in zip(jax.tree_util.tree_leaves(loaded.ema_params),
                   jax.tree_util.tree_leaves(result.ema_params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -11,7 +11,6 @@ import numpy as np
 
 from score_sde import losses, sde_lib
 from score_sde.models import utils as mutils
-from score_sde.sampling import predictors
 
 N = 1000
 GRID = np.linspace(1.0, 1e-3, N, dtype=np.float32)   # the paper's PC grid, T down to eps
@@ -49,7 +48,7 @@ def test_discrete_vp_score_is_the_papers_at_every_step_of_its_grid():
   rounded = _paper_sqrt_1m_alphas_cumprod(sde)[np.round(labels).astype(int)]
   assert index[-1] == 0 and rounded[-1] / std[-1] > 1.4
   # The ancestral predictor's beta_i and the score's noise level are the same step's.
-  np.testing.assert_array_equal(predictors.discrete_index(sde, jnp.asarray(GRID)), index)
+  np.testing.assert_array_equal(sde.discrete_index(jnp.asarray(GRID)), index)
 
 
 def test_discrete_training_conditions_on_the_step_index_exactly():

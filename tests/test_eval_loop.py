@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from configs import base, default_toy
-from score_sde import checkpointing, models, training
+from score_sde import checkpointing, generation, models, train_state
 from score_sde.errors import ConfigError, MissingFileError
 from score_sde.evaluation import loop, metrics, reference_stats, toy_metrics
 
 
 def _save_checkpoints(config, workdir, steps):
   model = models.get_model(config)
-  state = training.init_train_state(config, model, training.get_optimizer(config.optim),
+  state = train_state.init_train_state(config, model, train_state.get_optimizer(config.optim),
                                     jax.random.PRNGKey(0))
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), async_save=False,
                                     keep_period=config.training.snapshot_freq)
@@ -46,7 +46,7 @@ def toy_config():
 def test_toy_loop_resumes_without_redoing_rounds_or_checkpoints(tmp_path, monkeypatch):
   config = toy_config()
   _save_checkpoints(config, tmp_path, [8, 16])
-  real_round, calls = loop._sample_round, []
+  real_round, calls = generation.draw, []
 
   def preempted_on_fourth_round(*args):
     calls.append(1)
@@ -54,7 +54,7 @@ def test_toy_loop_resumes_without_redoing_rounds_or_checkpoints(tmp_path, monkey
       raise KeyboardInterrupt
     return real_round(*args)
 
-  monkeypatch.setattr(loop, '_sample_round', preempted_on_fourth_round)
+  monkeypatch.setattr(generation, 'draw', preempted_on_fourth_round)
   with pytest.raises(KeyboardInterrupt):
     loop.evaluate(config, str(tmp_path))
   out = tmp_path / 'eval'
@@ -63,7 +63,7 @@ def test_toy_loop_resumes_without_redoing_rounds_or_checkpoints(tmp_path, monkey
   done = {p: os.stat(p).st_mtime_ns for p in [out / 'report_8.json', out / 'ckpt_16' / 'round_0.npz']}
 
   calls.clear()
-  monkeypatch.setattr(loop, '_sample_round', lambda *a: calls.append(1) or real_round(*a))
+  monkeypatch.setattr(generation, 'draw', lambda *a: calls.append(1) or real_round(*a))
   reports = loop.evaluate(config, str(tmp_path))
   assert len(calls) == 1                      # only round 1 of step 16 was left
   assert {p: os.stat(p).st_mtime_ns for p in done} == done

@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from scipy import stats
 
 from configs import base, default_toy
-from score_sde import checkpointing, datasets, models, sde_lib, training
+from score_sde import checkpointing, datasets, models, sde_lib, train_state
 from score_sde.evaluation import bpd as bpd_lib
 
 
@@ -33,7 +33,7 @@ def _zero_score_logp(x, sde, eps):
 
 def _save_checkpoints(config, workdir, steps):
   model = models.get_model(config)
-  state = training.init_train_state(config, model, training.get_optimizer(config.optim),
+  state = train_state.init_train_state(config, model, train_state.get_optimizer(config.optim),
                                     jax.random.PRNGKey(0))
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), async_save=False,
                                     keep_period=config.training.snapshot_freq)   # as training

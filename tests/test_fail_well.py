@@ -5,7 +5,6 @@ The entry points run in-process (``cli.run`` on ``train.main`` / ``sample.main``
 captured, the exit status read from ``SystemExit``); only the corrupt-checkpoint case needs a
 subprocess, to see that nothing prints after the message at interpreter exit.
 """
-import importlib.util
 import json
 import os
 import re
@@ -20,39 +19,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from absl import flags
 
-from score_sde import checkpointing, cli, config_checks, errors, models, training
+import helpers
+from score_sde import checkpointing, cli, config_checks, errors, losses, models, train_state
+from score_sde import training
+from score_sde.checkpointing import identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = '--config=configs/vp/toy_spiral.py'
-TINY = ['--config.training.n_iters=12', '--config.training.batch_size=64',
-        '--config.training.log_freq=4', '--config.training.eval_freq=6',
-        '--config.training.snapshot_freq=8', '--config.training.snapshot_freq_for_preemption=4',
-        '--config.training.snapshot_sampling=False', '--config.model.nf=32',
-        '--config.model.num_layers=2', '--config.optim.warmup=2',
-        '--config.sampling.batch_size=64',
-        '--config.eval.batch_size=64']
-FLAGS = flags.FLAGS
-_BASE_FLAGS = set(FLAGS)
+TINY = helpers.TINY_FLAGS
 # ml_collections loads config files with importlib's deprecated load_module().
 pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 
 
-def _entry_point(script):
-  """Loads train.py / sample.py afresh: the flags of the previously loaded one are removed
-  first, since both define --config and --workdir on absl's global FLAGS."""
-  for name in set(FLAGS) - _BASE_FLAGS:
-    delattr(FLAGS, name)
-  FLAGS.unparse_flags()   # --traceback and the others back to their defaults
-  spec = importlib.util.spec_from_file_location(f'_entry_{script}', os.path.join(ROOT, script))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _run(script, *args):
-  main = _entry_point(script).main
+  main = helpers.entry_point(script).main
   cwd, argv = os.getcwd(), sys.argv
   os.chdir(ROOT)
   try:
@@ -103,8 +84,8 @@ def _final_state(workdir):
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   step = ckpt.latest_step()
-  template = training.init_train_state(config, models.get_model(config),
-                                       training.get_optimizer(config.optim),
+  template = train_state.init_train_state(config, models.get_model(config),
+                                       train_state.get_optimizer(config.optim),
                                        jax.random.PRNGKey(0))
   state, data = ckpt.restore(template)
   ckpt.close()
@@ -276,13 +257,13 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys, referen
 def test_run_identity_allows_run_length_and_sampling_changes(reference):
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(reference), read_only=True)
   stored = ckpt.stored_config(12)
-  changed = config_checks.config_to_dict(stored)
+  changed = identity.config_to_dict(stored)
   changed['training'].update(n_iters=100, log_freq=1, snapshot_freq=50)
   changed['sampling'].update(method='pc', num_steps=3)
   changed['eval']['enable_bpd'] = True
-  assert config_checks.config_differences(stored, changed) == []
+  assert identity.config_differences(stored, changed) == []
   changed['model']['num_layers'] = 3
-  assert config_checks.config_differences(stored, changed) == [('model.num_layers', 2, 3)]
+  assert identity.config_differences(stored, changed) == [('model.num_layers', 2, 3)]
 
 
 def test_checkpoints_without_a_stored_config_still_restore(tmp_path, reference):
@@ -341,7 +322,7 @@ def test_sigterm_during_a_save_saves_once_exits_0_and_resumes_exactly(
 def test_non_finite_parameters_are_caught_before_a_save(monkeypatch, capsys, tmp_path):
   """The parameters become NaN in the step of a save while that step's loss is still finite:
   nothing is saved, and a fresh run's message says no checkpoint was written."""
-  get_step_fns = training.get_step_fns
+  get_step_fns = losses.get_step_fns
 
   def poisoned(*args, **kwargs):
     train_step, eval_step = get_step_fns(*args, **kwargs)
@@ -351,7 +332,7 @@ def test_non_finite_parameters_are_caught_before_a_save(monkeypatch, capsys, tmp
       params = jax.tree.map(lambda p: jnp.where(state.step >= 4, jnp.nan, p), state.params)
       return state.replace(params=params), metrics
     return step, eval_step
-  monkeypatch.setattr(training, 'get_step_fns', poisoned)
+  monkeypatch.setattr(losses, 'get_step_fns', poisoned)
   code, _, err = run_cli(capsys, 'train.py', CONFIG, f'--workdir={tmp_path}', *TINY)
   assert code == 2, err
   assert ('Parameters became NaN/inf before step 4; training stopped and no checkpoint was '

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from configs import default_toy
-from score_sde import guidance, losses, models, sampling, sde_lib
+import helpers
+from score_sde import generation, losses, models, sampling, sde_lib
+from score_sde.sampling import guidance
 from score_sde.datasets import get_dataset, toy
 from score_sde.errors import ConfigError, DataError, MissingFileError
 from score_sde.models import utils as mutils
@@ -209,7 +211,7 @@ def test_classifier_models_and_training_step():
   from score_sde.models import classifier as classifiers
   config = _conditional_config()
   clf = classifiers.get_classifier(config)
-  optimizer = classifier_training._optimizer(config)
+  optimizer = classifier_training.get_optimizer(config)
   step = classifier_training.get_classifier_step_fn(VE, clf, optimizer)
   x, y = toy.get_labelled_toy_sampler('gaussian_mixture', C)(jax.random.PRNGKey(1), 256)
 
@@ -246,9 +248,10 @@ class _Flags:
 
 
 def test_sample_cli_conditional_modes_run_on_all_devices(tmp_path):
-  """Labels split over 8 devices reach the guided score; bad labels and masks fail early
-  (inpainting itself: test_controllable; the CLI path was run by hand, see the report)."""
-  from score_sde import conditional_sampling
+  """Labels split over 8 devices reach the guided score through sample.py's path (its flag
+  parsing, then generation's one draw loop); bad labels, files and masks fail early
+  (inpainting itself: test_controllable_generation)."""
+  sample = helpers.entry_point('sample.py')
   config = _conditional_config()
   config.sampling.method, config.sampling.num_steps, config.sampling.batch_size = 'pc', 5, 16
   config.sampling.guidance_scale = 2.0
@@ -257,28 +260,29 @@ def test_sample_cli_conditional_modes_run_on_all_devices(tmp_path):
   sde = sde_lib.VPSDE()
   flags = _Flags()
   flags.labels = '1,0,1'
-  samples, used, nfe = conditional_sampling.draw(config, flags, sde, model, params, 20,
-                                                 jax.random.PRNGKey(0))
+  inputs = sample.conditional_inputs(config, flags, C)
+  generation.check_inputs(config, model, inputs)
+  sample_fn = generation.get_sample_fn(config, sde, model, input_keys=tuple(inputs))
+  samples, used, nfe = generation.draw(sample_fn, params, jax.random.PRNGKey(0), 20, inputs)
   assert samples.shape == (20, 2) and nfe == 5 and np.all(np.isfinite(samples))
   np.testing.assert_array_equal(used['labels'], np.arange(20) % 3 != 1)
   np.save(tmp_path / 'x.npy', np.array([0.7, 0.0], np.float32))
   flags.inpaint_image, flags.inpaint_mask = str(tmp_path / 'x.npy'), str(tmp_path / 'm.npy')
   flags.labels = None
   with pytest.raises(MissingFileError, match='m.npy'):
-    conditional_sampling.draw(config, flags, sde, model, params, 16, jax.random.PRNGKey(0))
+    sample.conditional_inputs(config, flags, C)
   flags.labels = '2'
   with pytest.raises(DataError, match='out of range'):
-    conditional_sampling.draw(config, flags, sde, model, params, 16, jax.random.PRNGKey(0))
+    sample.conditional_inputs(config, flags, C)
   np.save(tmp_path / 'm.npy', np.ones((3,), np.float32))
   flags.labels = None
   with pytest.raises(DataError, match='inpaint_mask has shape'):
-    conditional_sampling.draw(config, flags, sde, model, params, 16, jax.random.PRNGKey(0))
+    generation.check_inputs(config, model, sample.conditional_inputs(config, flags, C))
 
 
 def test_guidance_settings_the_flags_would_not_use_are_errors():
-  from score_sde import conditional_sampling
   config = _conditional_config()
-  check = conditional_sampling.check_guidance_settings
+  check = helpers.entry_point('sample.py').check_guidance_settings
   flags = _Flags()
   check(config, flags)                       # defaults: nothing to complain about
   config.sampling.guidance_scale = 2.0

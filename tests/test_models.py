@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import losses, models, sde_lib, training
+from score_sde import losses, models, sde_lib, train_state
 from score_sde.models import ncsnpp, ncsnv2
 from score_sde.models import up_or_down_sampling as ups
 
@@ -135,12 +135,12 @@ def test_one_training_step(name):
   config.optim.warmup = 0   # warm-up starts from lr = 0: the first step would not move
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
-  optimizer = training.get_optimizer(config.optim)
+  optimizer = train_state.get_optimizer(config.optim)
   s = config.data.image_size
   params = _random_params(model, (s, s, 3))
-  state = losses.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+  state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
                             opt_state=optimizer.init(params))
-  train_step, _ = training.get_step_fns(config, sde, model, optimizer)
+  train_step, _ = losses.get_step_fns(config, sde, model, optimizer)
   batch = {'image': jax.random.uniform(jax.random.PRNGKey(1), (4, s, s, 3)) * 2 - 1}
   new_state, metrics = jax.jit(train_step)(state, batch, jax.random.PRNGKey(2))
   assert int(new_state.step) == 1 and np.isfinite(float(metrics['loss']))

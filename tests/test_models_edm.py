@@ -45,20 +45,20 @@ def test_sample_times_follow_the_log_normal():
   sde = SDES[2]
   u = (jnp.arange(4000) + 0.5) / 4000
   t = precond.sample_times(sde, u, eps=1e-5, P_mean=-1.2, P_std=1.2)
-  log_sigma = np.log(np.asarray(precond.sigma_of_t(sde, t)))
+  log_sigma = np.log(np.asarray(sde.sigma_of_t(t)))
   inside = (log_sigma > np.log(0.0021)) & (log_sigma < np.log(79.0))
   assert inside.mean() > 0.99
   np.testing.assert_allclose(log_sigma.mean(), -1.2, atol=0.03)
   np.testing.assert_allclose(log_sigma.std(), 1.2, atol=0.05)
   # VP: the same bisection inverts sigma(t) = sqrt(exp(int beta) - 1).
   t_vp = precond.sample_times(SDES[0], jnp.array([0.5]), eps=1e-5)
-  np.testing.assert_allclose(np.log(precond.sigma_of_t(SDES[0], t_vp)), -1.2, atol=1e-4)
+  np.testing.assert_allclose(np.log(SDES[0].sigma_of_t(t_vp)), -1.2, atol=1e-4)
 
 
 def test_loss_weight_and_coefficients():
   sde = SDES[2]
   t = precond.sample_times(sde, jnp.array([0.5]), eps=1e-5)
-  sigma = float(precond.sigma_of_t(sde, t)[0])
+  sigma = float(sde.sigma_of_t(t)[0])
   np.testing.assert_allclose(precond.loss_weight(sde, t, 0.5), (sigma**2 + 0.25) / 0.25, rtol=1e-4)
   c_skip, c_out, c_in = precond.edm_coefficients(jnp.array([1e-4, 0.5, 1e3]), 0.5)
   np.testing.assert_allclose(c_skip, [1.0, 0.5, 0.25e-6], rtol=1e-3)

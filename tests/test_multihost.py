@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from configs.vp import toy_spiral
-from score_sde import checkpointing, datasets, models, parallel, sde_lib, training
+from score_sde import checkpointing, datasets, losses, models, parallel, sde_lib, train_state
+from score_sde import training
 from score_sde.datasets import pipeline
 from score_sde.errors import ConfigError
 
@@ -117,7 +118,7 @@ def losses_by_step(text):
 def restore(workdir, step=None):
   config = tiny_config(1)
   model = models.get_model(config)
-  template = training.init_train_state(config, model, training.get_optimizer(config.optim),
+  template = train_state.init_train_state(config, model, train_state.get_optimizer(config.optim),
                                        jax.random.PRNGKey(0))
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   state, data = ckpt.restore(template, step)
@@ -323,9 +324,9 @@ def test_each_host_reads_a_disjoint_share_of_the_toy_batches(monkeypatch):
 def step_setup():
   config = tiny_config(12)
   sde, model = sde_lib.get_sde(config), models.get_model(config)
-  optimizer = training.get_optimizer(config.optim)
-  state = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
-  step_fn, _ = training.get_step_fns(config, sde, model, optimizer)
+  optimizer = train_state.get_optimizer(config.optim)
+  state = train_state.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+  step_fn, _ = losses.get_step_fns(config, sde, model, optimizer)
   xs = jax.random.normal(jax.random.PRNGKey(1), (3, 64, 2))
   return state, step_fn, xs, jax.random.PRNGKey(2)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from configs.tiny import ncsnpp as tiny_ncsnpp
-from score_sde import checkpoints, models
+from score_sde.checkpointing import paper
+from score_sde import models
 
 
 def _write_paper_state(path, params, ema_params, step=7):
@@ -57,7 +58,7 @@ def _assert_trees_equal(a, b):
 def test_round_trip_gives_the_same_arrays(tiny, tmp_path):
   config, model, params, ema = tiny
   _write_paper_state(tmp_path / 'checkpoint_7', params, ema)
-  loaded = checkpoints.load_paper_checkpoint(str(tmp_path / 'checkpoint_7'), config)
+  loaded = paper.load_paper_checkpoint(str(tmp_path / 'checkpoint_7'), config)
   _assert_trees_equal(loaded.params, params)
   _assert_trees_equal(loaded.ema_params, ema)
   assert loaded.step == 7
@@ -67,7 +68,7 @@ def test_directory_picks_the_latest_checkpoint(tiny, tmp_path):
   config, _, params, ema = tiny
   _write_paper_state(tmp_path / 'checkpoint_2', params, params, step=2)
   _write_paper_state(tmp_path / 'checkpoint_10', params, ema, step=10)
-  loaded = checkpoints.load_paper_checkpoint(str(tmp_path), config)
+  loaded = paper.load_paper_checkpoint(str(tmp_path), config)
   assert loaded.step == 10
   _assert_trees_equal(loaded.ema_params, ema)
 
@@ -78,20 +79,20 @@ def test_mismatches_name_the_first_differing_path(tiny, tmp_path):
   bad['Conv_0']['kernel'] = np.zeros((3, 3, 3, 5), np.float32)
   _write_paper_state(tmp_path / 'shape', params, bad)
   with pytest.raises(ValueError, match=r"params_ema.*'Conv_0/kernel' has shape \(3, 3, 3, 5\)"):
-    checkpoints.load_paper_checkpoint(str(tmp_path / 'shape'), config)
+    paper.load_paper_checkpoint(str(tmp_path / 'shape'), config)
 
   missing = copy.deepcopy(jax.tree_util.tree_map(np.asarray, params))
   del missing['Dense_1']
   _write_paper_state(tmp_path / 'missing', missing, ema)
   with pytest.raises(ValueError, match=r"optimizer.target.*'Dense_1/bias'.*missing"):
-    checkpoints.load_paper_checkpoint(str(tmp_path / 'missing'), config)
+    paper.load_paper_checkpoint(str(tmp_path / 'missing'), config)
 
   # A checkpoint of a different architecture (more channels) is refused, not half-loaded.
   config = tiny_ncsnpp.get_config()
   config.model.nf = 16
   _write_paper_state(tmp_path / 'other', params, ema)
   with pytest.raises(ValueError, match='shape'):
-    checkpoints.load_paper_checkpoint(str(tmp_path / 'other'), config)
+    paper.load_paper_checkpoint(str(tmp_path / 'other'), config)
 
 
 def test_not_a_paper_checkpoint(tiny, tmp_path):
@@ -99,8 +100,8 @@ def test_not_a_paper_checkpoint(tiny, tmp_path):
   with open(tmp_path / 'x', 'wb') as f:
     f.write(flax.serialization.msgpack_serialize({'params': {}}))
   with pytest.raises(ValueError, match='not a paper-format checkpoint'):
-    checkpoints.load_paper_checkpoint(str(tmp_path / 'x'), config)
+    paper.load_paper_checkpoint(str(tmp_path / 'x'), config)
   with pytest.raises(FileNotFoundError):
-    checkpoints.load_paper_checkpoint(os.path.join(tmp_path, 'absent'), config)
+    paper.load_paper_checkpoint(os.path.join(tmp_path, 'absent'), config)
   with pytest.raises(FileNotFoundError, match='checkpoint_<n>'):
-    checkpoints.load_paper_checkpoint(str(tmp_path), config)
+    paper.load_paper_checkpoint(str(tmp_path), config)

@@ -32,6 +32,13 @@ from score_sde import errors, parallel
 from score_sde.datasets import digits, folder, pipeline, tfds_images, toy
 
 
+def sample_shape(config) -> tuple[int, ...]:
+  """Per-example data shape: (H, W, C) for images, (D,) for low-dimensional data."""
+  if config.data.image_size is None:
+    return (config.data.dim,)
+  return (config.data.image_size, config.data.image_size, config.data.num_channels)
+
+
 def get_data_scaler(config):
   """[0, 1] data -> the model's range: [-1, 1] if ``data.centered`` else unchanged."""
   if config.data.centered:

@@ -10,17 +10,17 @@ data the negative log-likelihood in nats per example. Each result goes to
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import checkpointing, datasets, likelihood, models, parallel, sde_lib
+from score_sde import checkpointing, datasets, likelihood, models, parallel, reporting, sde_lib
+from score_sde import train_state
 from score_sde.errors import ConfigError, DataError
 from score_sde.models import utils as mutils
 
@@ -44,7 +44,7 @@ def get_eval_step(config, sde, model) -> Callable:
   """``step(params, batch, rng, axis_name=None) -> (values, mask, nfe)`` for one device's batch.
 
   values: (b,) bits/dim (images) or negative log-likelihood in nats (low-dimensional data);
-  mask: (b,) False on padding; nfe: the solve's number of score evaluations.
+  mask: (b,) False on padding; nfe: (b,) the solve's number of score evaluations.
   """
   ev = config.eval
   likelihood_fn = likelihood.get_likelihood_fn(
@@ -60,7 +60,8 @@ def get_eval_step(config, sde, model) -> Callable:
     x = batch['image']
     logp, _, nfe = likelihood_fn(rng, score_fn, x)
     value = likelihood.bits_per_dim(logp, x.shape[1:], inverse_scaler) if image else -logp
-    return value, batch.get('mask', jnp.ones(x.shape[:1], bool)), nfe
+    return (value, batch.get('mask', jnp.ones(x.shape[:1], bool)),
+            jnp.full(x.shape[:1], nfe, jnp.float32))
   return step
 
 
@@ -88,24 +89,25 @@ def _get_data(config, num_devices: int):
                               num_repeats=config.eval.num_repeats, uniform_dequantization=True)
 
 
-def evaluate_checkpoint(config, p_step, replicated_params, num_devices: int, rng) -> dict:
-  """Runs the likelihood over the split for one set of parameters; returns the summary.
+def evaluate_checkpoint(config, p_step, params, mesh, rng) -> dict:
+  """Runs the likelihood over the split for one set of parameters (replicated over ``mesh``,
+  ``p_step = parallel.per_example_step(get_eval_step(...), mesh)``); returns the summary.
 
   Per-example values are gathered on the host and reduced in float64 (a variance from float32
   sums of squares would cancel catastrophically); with several hosts, over all of them.
   """
-  data_iter = _get_data(config, num_devices)
+  data_iter = _get_data(config, len(mesh.local_devices))
   values, nfes = [], []
   for i in range(_num_batches(config, data_iter)):
     try:
       batch = next(data_iter)
     except StopIteration:
       break
-    outputs = p_step(replicated_params, batch, jax.random.fold_in(rng, i))
-    value, mask, nfe = parallel.to_host(outputs)
+    outputs = p_step(params, parallel.put_batch(batch, mesh), jax.random.fold_in(rng, i))
+    value, mask, nfe = (parallel.fetch(o) for o in outputs)
     values.append(np.asarray(value, np.float64)[np.asarray(mask, bool)])
     nfes.append(np.asarray(nfe, np.float64))
-  values = parallel.gather_hosts(np.concatenate(values) if values else np.zeros((0,)))
+  values = np.concatenate(values) if values else np.zeros((0,))
   if values.size == 0:
     raise DataError(f'No examples in the {config.eval.bpd_dataset!r} split to evaluate.')
   std_err = values.std(ddof=1) / math.sqrt(values.size) if values.size > 1 else float('nan')
@@ -115,21 +117,9 @@ def evaluate_checkpoint(config, p_step, replicated_params, num_devices: int, rng
 
 def _write_result(workdir: str, step: int, result: dict) -> str:
   path = os.path.join(workdir, 'eval', f'bpd_{step}.json')
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(result, f, indent=2)
-    os.replace(tmp, path)
+  if parallel.is_main_process():
+    reporting.write_json(path, result)
   return path
-
-
-def _restore_template(config, model) -> Any:
-  # Imported here: training pulls in the samplers and TensorBoard, which evaluation needs only
-  # for the train state's structure.
-  from score_sde import training
-  optimizer = training.get_optimizer(config.optim)
-  return training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
 
 
 def evaluate(config, workdir: str, devices: Sequence | None = None) -> dict[int, dict]:
@@ -141,10 +131,10 @@ def evaluate(config, workdir: str, devices: Sequence | None = None) -> dict[int,
   """
   if not config.eval.enable_bpd:
     raise ConfigError('evaluate() computes likelihoods only; set --config.eval.enable_bpd=True.')
-  devices = list(devices or jax.local_devices())
+  mesh = parallel.make_mesh(list(devices) if devices and jax.process_count() == 1 else None)
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
-  p_step = parallel.pmap_step(get_eval_step(config, sde, model), devices, donate=False)
+  p_step = parallel.per_example_step(get_eval_step(config, sde, model), mesh)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   available = ckpt.all_steps()
   ev = config.eval
@@ -155,22 +145,22 @@ def evaluate(config, workdir: str, devices: Sequence | None = None) -> dict[int,
         f'(steps {ev.begin_ckpt * config.training.snapshot_freq} to '
         f'{"any" if ev.end_ckpt is None else ev.end_ckpt * config.training.snapshot_freq}); '
         f'available steps: {available}. Change eval.begin_ckpt / eval.end_ckpt.')
-  template = _restore_template(config, model)
+  template = train_state.restore_template(config, model)
   metric = 'bpd' if is_image_data(config) else 'nll_nats'
   results = {}
   for step in steps:
     t0 = time.time()
     state, _ = ckpt.restore(template, step)
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-    summary = evaluate_checkpoint(config, p_step, parallel.replicate(state.ema_params, devices),
-                                  len(devices), rng)
+    summary = evaluate_checkpoint(config, p_step, parallel.replicate_global(state.ema_params, mesh),
+                                  mesh, rng)
     results[step] = result = {
         'step': step, 'metric': metric, 'dataset': config.data.dataset,
         'split': ev.bpd_dataset, 'num_repeats': ev.num_repeats, **summary,
         'hutchinson_type': ev.likelihood_hutchinson_type, 'rtol': ev.likelihood_rtol,
         'atol': ev.likelihood_atol, 'eps': ev.likelihood_eps, 'seconds': time.time() - t0}
     path = _write_result(workdir, step, result)
-    if jax.process_index() == 0:
+    if parallel.is_main_process():
       print(f'step {step}: {ev.bpd_dataset} {metric} {result["mean"]:.4f} '
             f'+- {result["std_err"]:.4f} ({result["num_examples"]} examples, mean NFE '
             f'{result["mean_nfe"]:.0f}, {result["seconds"]:.1f}s) -> {path}', flush=True)

@@ -18,8 +18,6 @@ reports. The Inception network is injectable (``feature_fn``) so tests can use a
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import time
@@ -28,7 +26,8 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from score_sde import checkpointing, datasets, generation, models, parallel, sde_lib
+from score_sde import checkpointing, datasets, generation, losses, models, parallel, reporting
+from score_sde import sde_lib, train_state
 from score_sde.errors import ConfigError
 from score_sde.evaluation import bpd, toy_metrics
 
@@ -38,31 +37,6 @@ FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 def eval_dir(workdir: str) -> str:
   return os.path.join(workdir, 'eval')
-
-
-def _atomic_json(path: str, obj) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + '.tmp', path)
-
-
-def _read_json(path: str) -> dict | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
-def _eta(seconds: float) -> str:
-  m, s = divmod(int(seconds), 60)
-  h, m = divmod(m, 60)
-  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,15 +86,16 @@ def _image_references(config, feature_fn: FeatureFn | None):
 # The three measurements of one checkpoint
 # ------------------------------------------------------------------------------------------------
 
-def _loss(config, p_eval_step, p_state, num_devices: int, rng) -> dict:
+def _loss(config, p_eval_step, p_state, mesh, rng) -> dict:
   """Mean eval-split loss over ``eval.loss_num_examples`` examples (whole batches)."""
-  it = datasets.get_dataset(config, 'test', num_local_devices=num_devices,
+  it = datasets.get_dataset(config, 'test', num_local_devices=len(mesh.local_devices),
                             batch_size=config.eval.batch_size)
   num_batches = max(1, math.ceil(config.eval.loss_num_examples / config.eval.batch_size))
   losses = []
   for i in range(num_batches):
-    _, metrics = p_eval_step(p_state, next(it), jax.random.fold_in(rng, i))
-    losses.append(float(np.asarray(metrics['loss'])[0]))
+    _, metrics = p_eval_step(p_state, parallel.put_batch(next(it), mesh),
+                             jax.random.fold_in(rng, i))
+    losses.append(float(np.asarray(parallel.to_local(metrics['loss']))))
   losses = np.asarray(losses, np.float64)
   se = losses.std(ddof=1) / math.sqrt(len(losses)) if len(losses) > 1 else float('nan')
   return {'mean': float(losses.mean()), 'std_err': float(se),
@@ -133,12 +108,7 @@ def _to_uint8(config, samples: np.ndarray) -> np.ndarray:
   return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
 
 
-def _sample_round(sample_fn, p_params, rng) -> tuple[np.ndarray, int]:
-  samples, nfe = sample_fn(p_params, rng)
-  return parallel.unshard(parallel.to_host(samples)), int(np.asarray(nfe).reshape(-1)[0])
-
-
-def _samples(config, sample_fn, p_params, step: int, workdir: str, feature_fn,
+def _samples(config, sample_fn, params, step: int, workdir: str, feature_fn,
              rng) -> tuple[dict[str, np.ndarray], int]:
   """All rounds of a checkpoint, reading finished ones from disk; returns the arrays
   (images: uint8 'samples', 'pool_3', 'logits_unbiased'; 2-D: 'samples') and the NFE."""
@@ -154,7 +124,8 @@ def _samples(config, sample_fn, p_params, step: int, workdir: str, feature_fn,
         parts.append({k: f[k] for k in f.files})
       nfe = int(parts[-1]['nfe'])
       continue
-    samples, nfe = _sample_round(sample_fn, p_params, jax.random.fold_in(rng, r))
+    samples, _, nfe = generation.draw(sample_fn, params, jax.random.fold_in(rng, r),
+                                      ev.batch_size)
     arrays = {'samples': samples, 'nfe': np.asarray(nfe)}
     if bpd.is_image_data(config):
       arrays['samples'] = _to_uint8(config, samples)
@@ -165,7 +136,8 @@ def _samples(config, sample_fn, p_params, step: int, workdir: str, feature_fn,
     parts.append(arrays)
     fresh += 1
     eta = (time.time() - t0) / fresh * (rounds - r - 1)
-    _say(f'  step {step}: sampling round {r + 1}/{rounds} ({nfe} NFE)  ETA {_eta(eta)}')
+    reporting.say(f'  step {step}: sampling round {r + 1}/{rounds} ({nfe} NFE)  '
+                  f'ETA {reporting.format_eta(eta)}')
   keys = [k for k in parts[0] if k != 'nfe']
   return {k: np.concatenate([p[k] for p in parts])[:ev.num_samples] for k in keys}, nfe
 
@@ -208,8 +180,7 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
   ``MissingFileError`` (no Inception weights) before any work.
   """
   _check_config(config)
-  devices = list(devices or jax.local_devices())
-  n_dev = len(devices)
+  mesh = parallel.make_mesh(list(devices) if devices and jax.process_count() == 1 else None)
   ev = config.eval
   steps = _steps(config, workdir)
   sde, model = sde_lib.get_sde(config), models.get_model(config)
@@ -218,71 +189,71 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
   if ev.enable_sampling and image:
     feature_fn, reference = _image_references(config, feature_fn)
   try:
-    per_device = parallel.per_device_batch_size(ev.batch_size, n_dev)
+    parallel.per_device_batch_size(ev.batch_size, len(mesh.local_devices))
   except ValueError as e:
     raise ConfigError(f'eval.batch_size: {e}') from e
-  from score_sde import training   # the train state's structure and the eval step
-  optimizer = training.get_optimizer(config.optim)
+  optimizer = train_state.get_optimizer(config.optim)
   # Shapes only: orbax restores into them, and nothing is computed (an eager Flax init compiles
   # every op of the network once).
-  template = jax.eval_shape(
-      lambda: training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0)))
+  template = jax.eval_shape(lambda: train_state.restore_template(config, model))
   p_eval_step = p_bpd_step = sample_fn = None
   if ev.enable_loss:
-    p_eval_step = parallel.pmap_step(training.get_step_fns(config, sde, model, optimizer)[1],
-                                     devices, donate=False)
+    p_eval_step = parallel.data_parallel_step(
+        losses.metrics_only(losses.get_step_fns(config, sde, model, optimizer)[1]), mesh,
+        donate=False)
   if ev.enable_bpd:
-    p_bpd_step = parallel.pmap_step(bpd.get_eval_step(config, sde, model), devices, donate=False)
+    p_bpd_step = parallel.per_example_step(bpd.get_eval_step(config, sde, model), mesh)
   if ev.enable_sampling:
     sampling_config = config.copy_and_resolve_references()
     sampling_config.sampling.batch_size = ev.batch_size
-    sample_fn = generation.get_sample_fn(sampling_config, sde, model, per_device, devices)
+    sample_fn = generation.get_sample_fn(sampling_config, sde, model, mesh.devices.flat)
 
   out = eval_dir(workdir)
   reports, t_start, done_now = {}, time.time(), 0
-  todo = [s for s in steps if _read_json(os.path.join(out, f'report_{s}.json')) is None]
-  _say(f'Evaluating {len(steps)} checkpoints ({len(steps) - len(todo)} done before): {steps}')
+  todo = [s for s in steps if reporting.read_json(os.path.join(out, f'report_{s}.json')) is None]
+  reporting.say(f'Evaluating {len(steps)} checkpoints ({len(steps) - len(todo)} done before): {steps}')
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   try:
     for step in steps:
       report_path = os.path.join(out, f'report_{step}.json')
-      reports[step] = _read_json(report_path)
+      reports[step] = reporting.read_json(report_path)
       if reports[step] is not None:
         continue
       t0 = time.time()
       state, _ = ckpt.restore(template, step)
       rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
       partial_path = os.path.join(out, f'ckpt_{step}', 'partial.json')
-      report = _read_json(partial_path) or {'step': step, 'dataset': config.data.dataset}
+      report = reporting.read_json(partial_path) or {'step': step, 'dataset': config.data.dataset}
       if ev.enable_loss and 'loss' not in report:
-        report['loss'] = _loss(config, p_eval_step, parallel.replicate(state, devices), n_dev,
+        report['loss'] = _loss(config, p_eval_step, parallel.replicate_global(state, mesh), mesh,
                                jax.random.fold_in(rng, 1))
-        _atomic_json(partial_path, report)
-      p_params = parallel.replicate(state.ema_params, devices)
+        reporting.write_json(partial_path, report)
+      p_params = parallel.replicate_global(state.ema_params, mesh)
       if ev.enable_bpd and 'likelihood' not in report:
         report['likelihood'] = {'metric': 'bpd' if image else 'nll_nats', **bpd.evaluate_checkpoint(
-            config, p_bpd_step, p_params, n_dev, jax.random.fold_in(rng, 2))}
-        _atomic_json(partial_path, report)
+            config, p_bpd_step, p_params, mesh, jax.random.fold_in(rng, 2))}
+        reporting.write_json(partial_path, report)
         bpd._write_result(workdir, step, {'step': step, **report['likelihood']})
       if ev.enable_sampling:
-        arrays, nfe = _samples(config, sample_fn, p_params, step, workdir, feature_fn,
+        arrays, nfe = _samples(config, sample_fn, state.ema_params, step, workdir, feature_fn,
                                jax.random.fold_in(rng, 3))
         report['sampling'] = {'method': config.sampling.method, 'nfe': nfe,
                               'num_samples': int(len(arrays['samples'])),
                               **_sample_metrics(config, arrays, reference,
                                                 jax.random.fold_in(rng, 4))}
       report['seconds'] = time.time() - t0
-      if jax.process_index() == 0:
-        _atomic_json(report_path, report)
+      if parallel.is_main_process():
+        reporting.write_json(report_path, report)
       reports[step] = report
       done_now += 1
       eta = (time.time() - t_start) / done_now * (len(todo) - done_now)
-      _say(f'step {step}: {_summary_line(report)}  ({report["seconds"]:.1f}s; ETA {_eta(eta)})')
+      reporting.say(f'step {step}: {_summary_line(report)}  ({report["seconds"]:.1f}s; '
+                    f'ETA {reporting.format_eta(eta)})')
   finally:
     ckpt.close()
-  if jax.process_index() == 0:
+  if parallel.is_main_process():
     paths = write_summary(reports, out)
-    _say('Wrote ' + ', '.join(paths))
+    reporting.say('Wrote ' + ', '.join(paths))
   return reports
 
 
@@ -312,26 +283,12 @@ def write_summary(reports: dict[int, dict], out: str) -> list[str]:
   """``summary.csv`` (every number) and ``summary.md`` (value ± standard error) over steps."""
   rows = [_flatten(reports[s]) for s in sorted(reports)]
   fields = list(dict.fromkeys(k for r in rows for k in r))
-  csv_path, md_path = os.path.join(out, 'summary.csv'), os.path.join(out, 'summary.md')
-  with open(csv_path + '.tmp', 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(csv_path + '.tmp', csv_path)
   names = [k for k in fields if not k.endswith('_se')]
-  lines = ['| ' + ' | '.join(names) + ' |', '|' + '---|' * len(names)]
-  for r in rows:
-    cells = []
-    for k in names:
-      v, se = r.get(k), r.get(k + '_se')
-      if v is None:
-        cells.append('—')
-      elif k in ('step', 'nfe'):
-        cells.append(str(int(v)))
-      else:
-        cells.append(f'{v:.5g}' + (f' ± {se:.2g}' if se is not None and np.isfinite(se) else ''))
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  with open(md_path + '.tmp', 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  os.replace(md_path + '.tmp', md_path)
-  return [md_path, csv_path]
+
+  def cell(r, k):
+    if k in ('step', 'nfe') and r.get(k) is not None:
+      return str(int(r[k]))
+    return reporting.format_value(r.get(k), r.get(k + '_se'), digits=5)
+  md_path = reporting.write_text(os.path.join(out, 'summary.md'), reporting.markdown_table(
+      names, [[cell(r, k) for k in names] for r in rows]))
+  return [md_path, reporting.write_csv(os.path.join(out, 'summary.csv'), rows)]

@@ -86,12 +86,6 @@ def get_score_fn(sde, model: EDMPrecond, params, train: bool = False, rng=None,
   return score_fn
 
 
-def sigma_of_t(sde, t):
-  """The EDM noise level s(t) / m(t) of time t, (B,)."""
-  m, s = _scale_and_std(sde, t)
-  return s / m
-
-
 def sample_times(sde, u: jax.Array, eps: float, P_mean: float = -1.2, P_std: float = 1.2,
                  iters: int = 40) -> jax.Array:
   """Times t in [eps, T] with ln sigma(t) ~ N(P_mean, P_std^2) (clipped to the SDE's range).
@@ -105,7 +99,7 @@ def sample_times(sde, u: jax.Array, eps: float, P_mean: float = -1.2, P_std: flo
   def bisect(_, bounds):
     lo, hi = bounds
     mid = (lo + hi) / 2
-    above = jnp.log(sigma_of_t(sde, mid)) > log_sigma
+    above = jnp.log(sde.sigma_of_t(mid)) > log_sigma
     return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
   lo, hi = jax.lax.fori_loop(0, iters, bisect, (lo, hi))
   return (lo + hi) / 2
@@ -113,7 +107,7 @@ def sample_times(sde, u: jax.Array, eps: float, P_mean: float = -1.2, P_std: flo
 
 def loss_weight(sde, t: jax.Array, sigma_data: float) -> jax.Array:
   """EDM's lambda relative to the paper's ||s score + z||^2: (sigma^2 + sd^2) / sd^2, (B,)."""
-  sigma = sigma_of_t(sde, t)
+  sigma = sde.sigma_of_t(t)
   return (sigma**2 + sigma_data**2) / sigma_data**2
 
 

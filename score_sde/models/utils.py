@@ -61,80 +61,6 @@ def get_model_fn(model: nn.Module, params, train: bool = False, rng=None,
   return model_fn
 
 
-def _vp_conditioning(sde, t, continuous):
-  """(labels, std) such that score = -output / std."""
-  if continuous:
-    return t * 999, sde.marginal_prob(jnp.zeros((t.shape[0], 1)), t)[1]
-  # The paper's get_score_fn: label t (N - 1) and the noise level of its integer part, the step
-  # whose beta_i the ancestral predictor and discretize() also use (predictors.discrete_index).
-  labels = t * (sde.N - 1)
-  return labels, jnp.sqrt(1.0 - sde.alphas_cumprod)[labels.astype(jnp.int32)]
-
-
-def _subvp_conditioning(sde, t, continuous):
-  """The paper scores sub-VP models with continuous conditioning even when ``continuous`` is
-  False (it has no discrete sub-VP chain)."""
-  del continuous
-  return _vp_conditioning(sde, t, True)
-
-
-def _ve_conditioning(sde, t, continuous):
-  """(labels, None): the network output is the score."""
-  if continuous:
-    return sde.marginal_prob(jnp.zeros((t.shape[0], 1)), t)[1], None
-  return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32), None
-
-
-def _rf_conditioning(sde, t, continuous):
-  """Rectified flow: labels 999 t as VP; the bare network predicts the noise."""
-  del continuous
-  return t * 999, sde.std(t)
-
-
-def _edm_conditioning(sde, t, continuous):
-  """EDM sigma process: labels sigma(t) as VE; the bare network predicts the noise."""
-  del continuous
-  return sde.sigma(t), sde.sigma(t)
-
-
-NOISE_CONDITIONING = {
-    sde_lib.VPSDE: _vp_conditioning,
-    sde_lib.SubVPSDE: _subvp_conditioning,
-    sde_lib.VESDE: _ve_conditioning,
-    sde_lib.RectifiedFlow: _rf_conditioning,
-    sde_lib.EDMSDE: _edm_conditioning,
-}
-
-
-def noise_conditioning(sde, t, continuous: bool = True):
-  """The network's (B,) labels for times t, and the std that turns its output into a score."""
-  if type(sde) not in NOISE_CONDITIONING:
-    raise ConfigError(f'No score parameterization for {type(sde).__name__}; valid: '
-                      f'{[c.__name__ for c in NOISE_CONDITIONING]}.')
-  return NOISE_CONDITIONING[type(sde)](sde, t, continuous)
-
-
-def _ddpm_step_conditioning(sde, i):
-  return i.astype(jnp.float32), jnp.sqrt(1.0 - sde.alphas_cumprod)[i]
-
-
-def _smld_step_conditioning(sde, i):
-  return sde.N - 1 - i, None   # SMLD's labels count noise levels from the largest
-
-
-# Discrete-time training (the paper's DDPM and SMLD losses) conditions on the step index itself.
-STEP_CONDITIONING = {sde_lib.VPSDE: _ddpm_step_conditioning,
-                     sde_lib.VESDE: _smld_step_conditioning}
-
-
-def step_conditioning(sde, i):
-  """(labels, std) for integer steps i (B,) of the discrete chain, exactly as the paper's losses:
-  VP: label i, std sqrt(1 - alpha_bar_i); VE: label N - 1 - i (sigmas largest first), no std."""
-  if type(sde) not in STEP_CONDITIONING:
-    raise ConfigError(f'Discrete-time training is defined for '
-                      f'{[c.__name__ for c in STEP_CONDITIONING]}, not {type(sde).__name__}; '
-                      f'set training.continuous=True.')
-  return STEP_CONDITIONING[type(sde)](sde, i)
 def _parameterized_score_fn(sde, model: precond.Parameterized, params, train=False, rng=None,
                             continuous=True, class_labels=None):
   """score_fn of a network predicting ``model.parameterization`` (continuous time only)."""
@@ -144,7 +70,7 @@ def _parameterized_score_fn(sde, model: precond.Parameterized, params, train=Fal
   model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
 
   def score_fn(x, t):
-    out = model_fn(x, noise_conditioning(sde, t)[0])
+    out = model_fn(x, sde.noise_conditioning(t)[0])
     return parameterization.convert(out, x, model.parameterization, 'score',
                                     parameterization.coefficients(sde, t))
   return score_fn
@@ -171,7 +97,7 @@ def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous:
   model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
 
   def score_fn(x, t):
-    labels, std = noise_conditioning(sde, t, continuous)
+    labels, std = sde.noise_conditioning(t, continuous)
     out = model_fn(x, labels)
     return out if std is None else -sde_lib.batch_mul(1.0 / std, out)
   return score_fn
@@ -180,11 +106,11 @@ def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous:
 def get_step_score_fn(sde, model: nn.Module, params, train: bool = False, rng=None,
                       class_labels=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """score_fn(x: (B, ...), i: (B,) int) -> (B, ...) at step i of the discrete chain (the discrete
-  losses' score: no time is rounded back to a step, see ``step_conditioning``)."""
+  losses' score: no time is rounded back to a step, see ``SDE.step_conditioning``)."""
   model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
 
   def score_fn(x, i):
-    labels, std = step_conditioning(sde, i)
+    labels, std = sde.step_conditioning(i)
     out = model_fn(x, labels)
     return out if std is None else -sde_lib.batch_mul(1.0 / std, out)
   return score_fn

@@ -7,18 +7,26 @@ caller applies the inverse scaler); ``nfe`` is the number of score evaluations a
 they compile once per ``score_fn`` and reuse the executable (``score_sde.compile_once``): keep
 the same score_fn object across calls.
 
-Methods (``config.sampling.method``), one builder each in ``METHODS``:
+``METHODS`` is the one table of methods (``config.sampling.method``): name -> ``Method`` (its
+builder, the ``sampling.*`` keys it reads, its NFE per step). Config checks, sample.py and the
+experiment runner read it; adding a method is its file and one entry here.
   'pc'          the paper's predictor–corrector samplers (``predictor``, ``corrector``, ``snr``, ...)
   'ode'         the probability-flow ODE, adaptive Dopri5 in diffrax (``rtol``, ``atol``)
   'dpm_solver'  DPM-Solver++ multistep, ``order`` 1–3 (default schedule: uniform in logSNR)
   'ddim'        DDIM, i.e. DPM-Solver++ of order 1
   'heun'        EDM's 2nd-order Heun sampler with optional churn (default schedule: EDM rho)
+
+Score-function and step wrappers that work with these: ``guidance`` (classifier-free and
+classifier guidance) and ``controllable_generation`` (inpainting, colorization).
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 from score_sde.compile_once import compile_once
 from score_sde.errors import ConfigError
-from score_sde.sampling import ode, pc, solvers
+from score_sde.sampling import correctors, ode, pc, predictors, solvers
 
 
 def _num_steps(cfg, sde) -> int:
@@ -66,18 +74,58 @@ def _heun(cfg, sde, shape):
       S_min=cfg.S_min, S_max=cfg.S_max, S_noise=cfg.S_noise)
 
 
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A sampling method: ``build(sampling config, sde, shape) -> sampler``; the ``sampling.*``
+  ``keys`` it reads (beyond ``EVERY_METHOD``); ``nfe_per_step(sampling config)``, None for an
+  adaptive method (its NFE is measured); ``nfe_saved``: evaluations its last step skips, so
+  ``num_steps`` steps cost ``num_steps * nfe_per_step - nfe_saved``."""
+  build: Callable
+  keys: tuple[str, ...]
+  nfe_per_step: Callable | None = None
+  nfe_saved: int = 0
+
+  def steps_for_nfe(self, cfg, nfe: int) -> int | None:
+    """The ``num_steps`` that spends at most ``nfe`` evaluations (None: adaptive)."""
+    if self.nfe_per_step is None:
+      return None
+    return (nfe + self.nfe_saved) // max(self.nfe_per_step(cfg), 1)
+
+
+# Read by every method: its name, the batch and the score-function wrappers (guidance).
+EVERY_METHOD = ('method', 'batch_size', 'guidance_scale', 'guidance_sigma_min',
+                'guidance_sigma_max', 'classifier_scale')
+
+
+def _one(cfg):
+  return 1
+
+
+def _pc_nfe(cfg):
+  # An unknown predictor counts 1 here; building the sampler then names it.
+  return (predictors.predictor_nfe(cfg.predictor) if cfg.predictor in predictors.PREDICTORS
+          else 1) + correctors.corrector_nfe(cfg.corrector, cfg.n_steps_each)
+
+
+_SCHEDULED = ('num_steps', 'eps', 'time_schedule', 'rho')
 METHODS = {
-    'pc': _pc,
-    'ode': _ode,
-    'dpm_solver': _dpm_solver,
-    'ddim': _ddim,
-    'heun': _heun,
+    'pc': Method(_pc, ('predictor', 'corrector', 'snr', 'n_steps_each', 'noise_removal', 'eps',
+                       'num_steps', 'probability_flow', 'time_schedule'), _pc_nfe),
+    'ode': Method(_ode, ('rtol', 'atol', 'eps', 'noise_removal', 'time_schedule')),
+    'dpm_solver': Method(_dpm_solver, _SCHEDULED + ('order',), _one),
+    'ddim': Method(_ddim, _SCHEDULED, _one),
+    'heun': Method(_heun, _SCHEDULED + ('S_churn', 'S_min', 'S_max', 'S_noise'),
+                   lambda cfg: 2, nfe_saved=1),   # 2 num_steps - 1 evaluations
 }
+
+
+def get_method(name: str) -> Method:
+  if name not in METHODS:
+    raise ConfigError(f'Unknown sampling method {name!r}; valid: {sorted(METHODS)}.')
+  return METHODS[name]
 
 
 def get_sampler(config, sde, shape):
   """Builds the sampler named by ``config.sampling.method`` for ``sde`` and per-device ``shape``."""
   cfg = config.sampling
-  if cfg.method not in METHODS:
-    raise ConfigError(f'Unknown sampling method {cfg.method!r}; valid: {sorted(METHODS)}.')
-  return compile_once(METHODS[cfg.method](cfg, sde, tuple(shape)))
+  return compile_once(get_method(cfg.method).build(cfg, sde, tuple(shape)))

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from score_sde.errors import ConfigError
-from score_sde.sampling.predictors import discrete_index
 from score_sde.sde_lib import batch_mul
 
 Corrector = Callable[..., tuple[jax.Array, jax.Array]]
@@ -25,10 +24,10 @@ Corrector = Callable[..., tuple[jax.Array, jax.Array]]
 def langevin_alpha(sde, t: jax.Array) -> jax.Array:
   """alpha_i of the paper's step size: ``sde.alphas[i]`` where the SDE has a discrete chain of
   alphas (VP, sub-VP), else 1 (VE). Shape (B,)."""
-  alphas = getattr(sde, 'alphas', None)
+  alphas = sde.chain_alphas
   if alphas is None:
     return jnp.ones_like(t)
-  return alphas[discrete_index(sde, t)]
+  return alphas[sde.discrete_index(t)]
 
 
 def _batch_norm(v: jax.Array) -> jax.Array:

@@ -37,10 +37,11 @@ def _check_discrete_chain(sde, predictor: str, corrector: str):
   sub-VP's reverse diffusion, ancestral sampling and Langevin alphas need enough steps."""
   uses_chain = (predictor in ('reverse_diffusion', 'ancestral_sampling')
                 or corrector in ('langevin', 'ald'))
-  if not uses_chain or not hasattr(sde, 'discrete_betas'):
+  if not uses_chain or sde.chain_alphas is None:
     return
   with jax.ensure_compile_time_eval():   # also when the sampler is built under a jit trace
-    min_alpha, max_beta = float(jnp.min(sde.alphas)), float(jnp.max(sde.discrete_betas))
+    min_alpha = float(jnp.min(sde.chain_alphas))
+    max_beta = 1.0 - min_alpha
   if min_alpha <= 0.0:
     raise ConfigError(
         f'num_steps={sde.N} is too few for the discrete chain of {type(sde).__name__} used by '
@@ -66,7 +67,7 @@ def get_pc_sampler(sde, shape, predictor: str = 'euler_maruyama', corrector: str
   step = get_pc_step(sde, predictor, corrector, snr, n_steps_each, probability_flow)
   if wrap_step is not None:
     step = wrap_step(step)
-  nfe = sde.N * (predictors.PREDICTOR_NFE[predictor]
+  nfe = sde.N * (predictors.predictor_nfe(predictor)
                  + correctors.corrector_nfe(corrector, n_steps_each))
 
   def sampler(rng, score_fn):

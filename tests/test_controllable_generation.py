@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import default_toy
-from score_sde import controllable, sde_lib
+from score_sde import sde_lib
+from score_sde.sampling import controllable_generation as controllable
 from score_sde.errors import ConfigError, DataError
 
 N = 2000   # samples
@@ -38,7 +39,7 @@ def conditional(mu, cov, observed, y):
 
 
 # Observed block (2 dims) independent of the unknown block (3 correlated dims, non-zero means):
-# the case where the paper's replacement method is exact (see controllable.py).
+# the case where the paper's replacement method is exact (see sampling/controllable_generation.py).
 MU = np.array([0.5, -0.3, 0.4, -0.6, 0.2])
 COV = np.zeros((5, 5))
 COV[:2, :2] = [[0.4, 0.2], [0.2, 0.3]]

@@ -8,7 +8,6 @@ Those files (`checkpoint_<n>` under `<workdir>/checkpoints`) are
 
 where `params` is the Linen parameter tree of the model (without the outer 'params' key). Our
 NCSN++ / DDPM / NCSNv2 build the same trees for the same config, so the arrays drop in as they are.
-This module is unrelated to `checkpointing.py` (our own orbax checkpoints).
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import generation, models
+from score_sde import datasets, models
 from score_sde.errors import DataError, MissingFileError
 from score_sde.models import utils as mutils
 
@@ -49,7 +48,7 @@ def _resolve(path: str) -> str:
 def expected_param_shapes(config) -> dict[str, tuple[int, ...]]:
   """'/'-joined parameter path -> shape of the model that `config` builds (no real init)."""
   model = models.get_model(config)
-  shape = generation.sample_shape(config)
+  shape = datasets.sample_shape(config)
   params = jax.eval_shape(lambda: mutils.init_params(jax.random.PRNGKey(0), model, shape))
   return _flat_shapes(params)
 

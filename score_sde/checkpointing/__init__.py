@@ -1,5 +1,9 @@
 """Orbax checkpoints of the train state, the data position and the run's config.
 
+The package: this module (our orbax checkpoints), ``identity`` (a run's identity: which config
+keys may differ between invocations, ``config.json``) and ``paper`` (the paper's msgpack
+checkpoints).
+
 Layout: ``<workdir>/checkpoints/<step>/{state, data, config}``. ``state`` is the (unreplicated)
 train state pytree, ``data`` the data iterators' JSON state, ``config`` the config the run was
 trained with (JSON; checkpoints written before it existed have none and still restore). Orbax
@@ -8,7 +12,7 @@ save never becomes the latest: ``latest_step`` only sees finished checkpoints.
 
 The stored config is the run's identity: ``restore(..., config=config)`` compares it with the
 config in hand before reading any array and raises ``errors.ConfigError`` naming the differing
-keys (``config_checks.config_differences``). A checkpoint that cannot be read raises
+keys (``identity.config_differences``). A checkpoint that cannot be read raises
 ``CheckpointError`` with one line naming the step, the file, the cause and the earlier complete
 step to fall back to.
 
@@ -19,7 +23,6 @@ snapshots, ``training.snapshot_freq``) is kept forever.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging as std_logging
 import os
 import re
@@ -31,7 +34,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from score_sde import config_checks, errors
+from score_sde import errors
+from score_sde.checkpointing import identity
 
 
 class CheckpointError(errors.ScoreSDEError, RuntimeError):
@@ -146,7 +150,7 @@ class Checkpointer:
     items = dict(state=ocp.args.StandardSave(state),
                  data=ocp.args.JsonSave(data_state or {}))
     if config is not None:
-      items['config'] = ocp.args.JsonSave(config_checks.config_to_dict(config))
+      items['config'] = ocp.args.JsonSave(identity.config_to_dict(config))
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def stored_config(self, step: int) -> dict | None:
@@ -168,11 +172,11 @@ class Checkpointer:
     stored = None if step is None else self.stored_config(step)
     if stored is None:
       return
-    diffs = config_checks.config_differences(stored, config_checks.config_to_dict(config))
+    diffs = identity.config_differences(stored, identity.config_to_dict(config))
     if diffs:
       raise errors.ConfigError(
           f'This config is not the one checkpoint {os.path.join(self.directory, str(step))} was '
-          f'trained with: {config_checks.format_differences(diffs)}. Use the config it was '
+          f'trained with: {identity.format_differences(diffs)}. Use the config it was '
           f'trained with (its values are in <workdir>/config.json), or another --workdir.')
 
   def restore(self, template: Any, step: int | None = None,
@@ -305,33 +309,3 @@ def check_run_config(config, workdir: str) -> None:
       ckpt.check_config(config)
     finally:
       ckpt.close()
-
-
-def write_config_json(config, workdir: str, has_checkpoint: bool = True) -> None:
-  """Writes ``<workdir>/config.json``, the readable record of the run's config.
-
-  An existing file that differs only in keys a run may change (``config_checks.MAY_DIFFER``) is
-  updated; one of another run is never overwritten while that run has a checkpoint
-  (``errors.ConfigError``). Without one, nothing was trained under the old file.
-  """
-  path = os.path.join(workdir, 'config.json')
-  current = config_checks.config_to_dict(config)
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        old = json.load(f)
-    except (OSError, ValueError):
-      old = None
-    if old == current:
-      return
-    if old is not None and has_checkpoint:
-      diffs = config_checks.config_differences(old, current)
-      if diffs:
-        raise errors.ConfigError(
-            f'{path} records another run: {config_checks.format_differences(diffs)}. Use that '
-            f'config, or another --workdir.')
-  os.makedirs(workdir, exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(current, f, indent=2)
-  os.replace(tmp, path)

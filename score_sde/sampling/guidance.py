@@ -35,7 +35,6 @@ import numpy as np
 
 from score_sde import sde_lib
 from score_sde.errors import ConfigError, DataError
-from score_sde.models import precond
 from score_sde.models import utils as mutils
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -58,7 +57,7 @@ def check_labels(labels, num_classes: int) -> np.ndarray:
 def in_guidance_interval(sde, t: jax.Array, sigma_min: float = 0.0,
                          sigma_max: float = math.inf) -> jax.Array:
   """(B,) bool: sigma_min <= sigma(t) <= sigma_max, sigma(t) = s(t) / m(t)."""
-  sigma = precond.sigma_of_t(sde, t)
+  sigma = sde.sigma_of_t(t)
   return (sigma >= sigma_min) & (sigma <= sigma_max)
 
 

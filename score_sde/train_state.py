@@ -1,0 +1,68 @@
+"""The train state, its optimizer and its EMA: what a step updates and a checkpoint stores.
+
+``TrainState`` holds arrays only (step, params, EMA params, optimizer state); the learning-rate
+schedule, clipping and the EMA rate live in the optimizer and the step function. Every trainable
+thing (score model, classifier) uses it; a classifier keeps ``ema_params = params``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from score_sde import datasets
+from score_sde.errors import ConfigError
+from score_sde.models import utils as mutils
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Arrays only: the schedule, EMA rate and RNG live in the optimizer and the step function."""
+  step: jax.Array
+  params: Any
+  ema_params: Any
+  opt_state: Any
+
+
+def _adam(optim, schedule):
+  return optax.adamw(learning_rate=schedule, b1=optim.beta1, eps=optim.eps,
+                     weight_decay=optim.weight_decay)
+
+
+OPTIMIZERS = {'Adam': _adam}
+
+
+def get_optimizer(optim) -> optax.GradientTransformation:
+  """Global-norm clipping, then Adam(W) with the paper's linear warm-up: lr min(step/warmup, 1)."""
+  if optim.optimizer not in OPTIMIZERS:
+    raise ConfigError(f'Unknown optimizer {optim.optimizer!r}; valid: {sorted(OPTIMIZERS)}.')
+  schedule = (optax.linear_schedule(0.0, optim.lr, optim.warmup) if optim.warmup > 0
+              else optax.constant_schedule(optim.lr))
+  chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
+  return optax.chain(*chain, OPTIMIZERS[optim.optimizer](optim, schedule))
+
+
+def ema_update(params, ema_params, ema_rate: float):
+  """The paper's EMA: ema <- rate * ema + (1 - rate) * params."""
+  return optax.incremental_update(params, ema_params, 1.0 - ema_rate)
+
+
+def new_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+  """Step 0 of a state whose EMA starts at ``params``."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+                    opt_state=optimizer.init(params))
+
+
+def init_train_state(config, model, optimizer, rng) -> TrainState:
+  """A fresh score-model state (also the template a checkpoint restores into)."""
+  return new_state(mutils.init_params(rng, model, datasets.sample_shape(config)), optimizer)
+
+
+def restore_template(config, model=None) -> TrainState:
+  """The structure of ``config``'s train state, for restoring a checkpoint (built, not trained)."""
+  from score_sde import models
+  model = model if model is not None else models.get_model(config)
+  return init_train_state(config, model, get_optimizer(config.optim), jax.random.PRNGKey(0))

@@ -1,0 +1,62 @@
+"""Shared test helpers: the tiny toy training config (as a ConfigDict and as command-line flags),
+loading train.py / sample.py in-process, and tree comparisons."""
+import importlib.util
+import os
+
+import jax
+import numpy as np
+from absl import app, flags  # noqa: F401  (absl.app and cli define flags every entry point keeps)
+
+from configs import default_toy
+from score_sde import cli  # noqa: F401
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The tiny toy run most training tests use: 12 steps of batch 64 of a 2-layer MLP (nf 32), logs
+# every 4, eval every 6, checkpoints every 4 (kept every 8), no snapshot sampling.
+TINY = {
+    'training.n_iters': 12, 'training.batch_size': 64, 'training.log_freq': 4,
+    'training.eval_freq': 6, 'training.snapshot_freq': 8,
+    'training.snapshot_freq_for_preemption': 4, 'training.snapshot_sampling': False,
+    'model.nf': 32, 'model.num_layers': 2, 'optim.warmup': 2,
+}
+# sample.py and --mode=eval also read these.
+TINY_FLAGS = [f'--config.{k}={v}' for k, v in TINY.items()] + [
+    '--config.sampling.batch_size=64', '--config.eval.batch_size=64']
+
+
+def set_path(config, path: str, value) -> None:
+  *sections, key = path.split('.')
+  node = config
+  for section in sections:
+    node = node[section]
+  setattr(node, key, value)
+
+
+def tiny_toy_config(**training_overrides):
+  """default_toy with ``TINY``; keyword arguments override ``config.training`` fields."""
+  config = default_toy.get_config()
+  for path, value in TINY.items():
+    set_path(config, path, value)
+  for k, v in training_overrides.items():
+    setattr(config.training, k, v)
+  return config
+
+
+def assert_trees_equal(a, b):
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+_BASE_FLAGS = set(flags.FLAGS)
+
+
+def entry_point(script: str):
+  """Loads train.py / sample.py afresh as a module: the flags of the previously loaded one are
+  removed first, since both define --config and --workdir on absl's global FLAGS."""
+  for name in set(flags.FLAGS) - _BASE_FLAGS:
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()   # --traceback and the others back to their defaults
+  spec = importlib.util.spec_from_file_location(f'_entry_{script}', os.path.join(ROOT, script))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
