@@ -170,8 +170,7 @@ def main(argv):
   inputs = conditional_inputs(config, FLAGS, mutils.num_classes(model) or config.data.num_classes)
   classifier, clf_params = None, None
   if FLAGS.classifier_workdir:
-    from score_sde import classifier_training
-    classifier, clf_params = classifier_training.load_classifier(config, FLAGS.classifier_workdir)
+    classifier, clf_params = checkpointing.load_classifier(config, FLAGS.classifier_workdir)
   generation.check_inputs(config, model, inputs, classifier)
   if FLAGS.paper_checkpoint:
     loaded = paper.load_paper_checkpoint(FLAGS.paper_checkpoint, config)

@@ -163,7 +163,7 @@ def trained(args):
 
 def trained_classifier(args):
   """Classifier guidance of the same network's unconditional score (null class)."""
-  from score_sde import classifier_training, models
+  from score_sde import checkpointing, models
   from score_sde.models import classifier as classifiers
   sys.argv = sys.argv[:1]
   import sample as sample_cli
@@ -171,7 +171,7 @@ def trained_classifier(args):
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
   step, params = sample_cli.restore_ema_params(config, args.workdir)
-  clf, clf_params = classifier_training.load_classifier(config, args.classifier_workdir)
+  clf, clf_params = checkpointing.load_classifier(config, args.classifier_workdir)
   n = args.num_samples
   labels = jnp.arange(n) % C
   sampler = sampling.get_sampler(config, sde, (n, 2))

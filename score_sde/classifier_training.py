@@ -9,7 +9,6 @@ the loop, its checkpoints, signal handling and resumption are ``training.run``'s
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import jax
@@ -17,12 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from score_sde import checkpointing, datasets, losses, parallel, sde_lib, train_state, training
-from score_sde.errors import ConfigError, MissingFileError
+from score_sde.errors import ConfigError
 from score_sde.models import classifier as classifiers
-
-
-def classifier_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'classifier')
 
 
 def get_classifier_step_fn(sde, classifier, optimizer, eps: float = 1e-5):
@@ -48,16 +43,6 @@ def get_classifier_step_fn(sde, classifier, optimizer, eps: float = 1e-5):
                               opt_state=opt_state)
     return new_state, parallel.pmean({'loss': loss, 'accuracy': acc}, axis_name)
   return step_fn
-
-
-def get_optimizer(config):
-  """Global-norm clipping at 1, then Adam at ``classifier.lr``."""
-  return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.classifier.lr))
-
-
-def init_state(config, classifier, optimizer, rng) -> train_state.TrainState:
-  return train_state.new_state(
-      classifiers.init_params(rng, classifier, datasets.sample_shape(config)), optimizer)
 
 
 class _Labelled:
@@ -91,35 +76,18 @@ def train_classifier(config, workdir: str,
   mesh = parallel.make_mesh(devices if jax.process_count() == 1 else None)
   sde = sde_lib.get_sde(config)
   classifier = classifiers.get_classifier(config)
-  optimizer = get_optimizer(config)
+  optimizer = train_state.get_classifier_optimizer(config.classifier)
   c = config.classifier
   data = datasets.get_dataset(config, 'train', num_local_devices=len(devices),
                               batch_size=c.batch_size)
   init_rng, train_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 7))
   snapshot = c.get('snapshot_freq', c.n_iters)
   job = training.Job(
-      'classifier', lambda rng: init_state(config, classifier, optimizer, rng),
+      'classifier', lambda rng: train_state.init_classifier_state(config, classifier, optimizer, rng),
       get_classifier_step_fn(sde, classifier, optimizer), _Labelled(data, config.data.dataset),
       training.Schedule(c.n_iters, c.log_freq, eval_freq=c.n_iters, snapshot_freq=snapshot,
                         snapshot_freq_for_preemption=snapshot, keep_snapshots=False),
-      checkpointing.checkpoint_dir(classifier_dir(workdir)),
+      checkpointing.classifier_checkpoint_dir(workdir),
       rng=(init_rng, train_rng, train_rng), log_metrics=('loss', 'accuracy'),
       batch_size=c.batch_size)
   return training.run(job, mesh)
-
-
-def load_classifier(config, workdir: str):
-  """(classifier module, parameters) of the latest classifier checkpoint of ``workdir``."""
-  classifier = classifiers.get_classifier(config)
-  optimizer = get_optimizer(config)
-  template = init_state(config, classifier, optimizer, jax.random.PRNGKey(0))
-  directory = checkpointing.checkpoint_dir(classifier_dir(workdir))
-  if not os.path.isdir(directory):
-    raise MissingFileError(f'No classifier checkpoints in {directory}; train one with '
-                           f'train.py --mode=train_classifier --workdir={workdir}.')
-  ckpt = checkpointing.Checkpointer(directory, read_only=True)
-  try:
-    state, _ = ckpt.restore(template)
-  finally:
-    ckpt.close()
-  return classifier, state.params

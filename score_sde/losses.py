@@ -39,7 +39,7 @@ def per_example_noise(rng, x, index_offset):
   return u, z
 
 
-def _training_times(sde, u, eps, edm):
+def training_times(sde, u, eps, edm):
   """t ~ U(eps, T), or EDM's log-normal sigma (the process's own, else the EDM model's)."""
   if sde.training_log_sigma is not None:
     return precond.sample_times(sde, u, eps, *sde.training_log_sigma)
@@ -82,7 +82,7 @@ def dsm_losses(rng, score_fn, x, sde, *, continuous=True, reduce_mean=False,
                   edm=edm)
   u, z = per_example_noise(rng, x, index_offset)
   if continuous:
-    t = _training_times(sde, u, eps, edm)
+    t = training_times(sde, u, eps, edm)
     mean, std = sde.marginal_prob(x, t)
   else:
     t = jnp.minimum((u * sde.N).astype(jnp.int32), sde.N - 1)   # the step index i

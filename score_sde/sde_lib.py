@@ -65,6 +65,11 @@ class SDE:
   def check(self) -> None:
     """ConfigError for parameters out of range (a subclass's own checks)."""
 
+  @classmethod
+  def from_config(cls, m) -> 'SDE':
+    """The SDE of ``config.model`` ``m`` (its num_scales and the SDE's own fields)."""
+    raise NotImplementedError(f'{cls.__name__} defines no from_config.')
+
   def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
     return ReverseSDE(self, score_fn, probability_flow)
 
@@ -131,6 +136,11 @@ class _VPFamily(SDE):
   beta_max: float = 20.0
   N: int = 1000
   beta_schedule: str = 'linear'
+
+  @classmethod
+  def from_config(cls, m):
+    return cls(beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales,
+               beta_schedule=m.get('beta_schedule', 'linear'))
 
   def check(self):
     if self.beta_schedule not in ('linear', 'cosine'):
@@ -273,6 +283,10 @@ class VESDE(SDE):
   sigma_max: float = 50.0
   N: int = 1000
 
+  @classmethod
+  def from_config(cls, m):
+    return cls(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
+
   def check(self):
     if not 0 < self.sigma_min < self.sigma_max:
       raise ConfigError(f'Need 0 < sigma_min < sigma_max, got {self.sigma_min}, '
@@ -401,6 +415,10 @@ class RectifiedFlow(_Interpolant):
   t_max: float = 0.99
   N: int = 1000
 
+  @classmethod
+  def from_config(cls, m):
+    return cls(t_max=m.t_max, N=m.num_scales)
+
   def check(self):
     if not 0.0 < self.t_max < 1.0:
       raise ConfigError(
@@ -446,6 +464,11 @@ class EDMSDE(_Interpolant):
   N: int = 1000
   P_mean: float = -1.2
   P_std: float = 1.2
+
+  @classmethod
+  def from_config(cls, m):
+    return cls(sigma_min=m.sigma_min, sigma_max=m.sigma_max, rho=m.rho, N=m.num_scales,
+               P_mean=m.P_mean, P_std=m.P_std)
 
   def check(self):
     if not 0 < self.sigma_min < self.sigma_max:
@@ -525,17 +548,9 @@ SDES = {'vpsde': VPSDE, 'subvpsde': SubVPSDE, 'vesde': VESDE, 'rectified_flow': 
 
 
 def get_sde(config) -> SDE:
-  """Builds the SDE named by ``config.training.sde`` from the paper's ``config.model`` fields."""
+  """Builds the SDE named by ``config.training.sde`` from the paper's ``config.model`` fields
+  (each class's ``from_config``)."""
   name = config.training.sde.lower()
   if name not in SDES:
     raise ConfigError(f'Unknown SDE {config.training.sde!r}; valid: {sorted(SDES)}.')
-  m = config.model
-  if name == 'vesde':
-    return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
-  if name == 'rectified_flow':
-    return RectifiedFlow(t_max=m.t_max, N=m.num_scales)
-  if name == 'edm':
-    return EDMSDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, rho=m.rho, N=m.num_scales,
-                  P_mean=m.P_mean, P_std=m.P_std)
-  return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales,
-                    beta_schedule=m.get('beta_schedule', 'linear'))
+  return SDES[name].from_config(config.model)

@@ -45,6 +45,11 @@ def get_optimizer(optim) -> optax.GradientTransformation:
   return optax.chain(*chain, OPTIMIZERS[optim.optimizer](optim, schedule))
 
 
+def get_classifier_optimizer(classifier_config) -> optax.GradientTransformation:
+  """The noise-conditional classifier's: global-norm clipping at 1, then Adam at ``lr``."""
+  return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(classifier_config.lr))
+
+
 def ema_update(params, ema_params, ema_rate: float):
   """The paper's EMA: ema <- rate * ema + (1 - rate) * params."""
   return optax.incremental_update(params, ema_params, 1.0 - ema_rate)
@@ -59,6 +64,13 @@ def new_state(params, optimizer: optax.GradientTransformation) -> TrainState:
 def init_train_state(config, model, optimizer, rng) -> TrainState:
   """A fresh score-model state (also the template a checkpoint restores into)."""
   return new_state(mutils.init_params(rng, model, datasets.sample_shape(config)), optimizer)
+
+
+def init_classifier_state(config, classifier, optimizer, rng) -> TrainState:
+  """A fresh classifier state (``ema_params`` = ``params``: the classifier keeps no EMA)."""
+  from score_sde.models import classifier as classifiers
+  return new_state(classifiers.init_params(rng, classifier, datasets.sample_shape(config)),
+                   optimizer)
 
 
 def restore_template(config, model=None) -> TrainState:

@@ -28,13 +28,13 @@ def test_split_is_fixed_stratified_and_disjoint():
   (x_train, _), (x_test, y_test) = digits.load_split('train'), digits.load_split('test')
   assert x_train.shape == (1527, 16, 16, 1) and x_test.shape == (270, 16, 16, 1)
   assert x_train.dtype == np.uint8 and x_test.max() == 255 and y_test.dtype == np.int32
-  idx = digits._split_indices()
+  idx = digits.split_indices()
   assert not set(idx['train']) & set(idx['test'])
-  counts = np.bincount(y_test, minlength=10) / np.bincount(digits._load()[1], minlength=10)
+  counts = np.bincount(y_test, minlength=10) / np.bincount(digits.load_all()[1], minlength=10)
   np.testing.assert_allclose(counts, 0.15, atol=0.01)     # stratified
   # 8x8 at 8 px is the data itself, rescaled to 0..255.
   native, _ = digits.load_split('test', image_size=8)
-  np.testing.assert_array_equal(native[..., 0], digits._load()[0][idx['test']])
+  np.testing.assert_array_equal(native[..., 0], digits.load_all()[0][idx['test']])
 
 
 def test_iterator_yields_scaled_labelled_batches_and_resumes():

@@ -387,11 +387,11 @@ def test_read_error_message_comes_from_the_tensorstore_error_under_orbax_wrapper
                       'TensorStore details: <bound method spec of TensorStore({})>.') from e
   except Exception as e:  # noqa: BLE001
     outer = e
-  file, cause = checkpointing._file_and_cause(outer)
+  file, cause = checkpointing.read_error_cause(outer)
   assert file == '/w/checkpoints/12/state/'
   assert cause == ('array ema_params/Dense_0/kernel: Requested byte range [0, 3825) is not valid '
                    'for value of size 8')
   # An error that names no file keeps its own type and first line, without TensorStore's spec.
-  file, cause = checkpointing._file_and_cause(Exception(
+  file, cause = checkpointing.read_error_cause(Exception(
       'Encountered error while reading array index: (). See full TensorStore details: <x>'))
   assert file is None and cause == 'Exception: Encountered error while reading array index: ().'

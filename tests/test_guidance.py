@@ -11,7 +11,7 @@ import pytest
 
 from configs import default_toy
 import helpers
-from score_sde import generation, losses, models, sampling, sde_lib
+from score_sde import generation, losses, models, sampling, sde_lib, train_state
 from score_sde.sampling import guidance
 from score_sde.datasets import get_dataset, toy
 from score_sde.errors import ConfigError, DataError, MissingFileError
@@ -211,13 +211,13 @@ def test_classifier_models_and_training_step():
   from score_sde.models import classifier as classifiers
   config = _conditional_config()
   clf = classifiers.get_classifier(config)
-  optimizer = classifier_training.get_optimizer(config)
+  optimizer = train_state.get_classifier_optimizer(config.classifier)
   step = classifier_training.get_classifier_step_fn(VE, clf, optimizer)
   x, y = toy.get_labelled_toy_sampler('gaussian_mixture', C)(jax.random.PRNGKey(1), 256)
 
   @jax.jit
   def train():
-    state = classifier_training.init_state(config, clf, optimizer, jax.random.PRNGKey(0))
+    state = train_state.init_classifier_state(config, clf, optimizer, jax.random.PRNGKey(0))
     def body(state, i):
       state, metrics = step(state, {'image': x, 'label': y}, jax.random.PRNGKey(0))
       return state, metrics['loss']

@@ -108,7 +108,7 @@ def test_eps_objective_is_the_papers_loss():
 def test_edm_process_draws_its_own_log_normal_noise_levels():
   sde = sde_lib.EDMSDE(sigma_max=80.0, P_mean=-0.4, P_std=0.9)
   u = (jnp.arange(4000) + 0.5) / 4000
-  times = jax.jit(lambda u: losses._training_times(sde, u, 1e-5, None))(u)
+  times = jax.jit(lambda u: losses.training_times(sde, u, 1e-5, None))(u)
   log_sigma = np.log(np.asarray(sde.sigma(times)))
   np.testing.assert_allclose([log_sigma.mean(), log_sigma.std()], [-0.4, 0.9], atol=0.01)
 

@@ -34,7 +34,7 @@ def test_sliced_w1_equals_scipy_per_projection_for_unequal_sizes():
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(300, 2)), rng.normal(1.0, 2.0, size=(170, 2))
   key = jax.random.PRNGKey(3)
-  pp, per_proj = toy_metrics._sliced_wasserstein_pp(
+  pp, per_proj = toy_metrics.sliced_wasserstein_per_projection(
       np.float32(x), np.float32(y), key, num_projections=16, p=1.0)
   theta = np.asarray(jax.random.normal(key, (16, 2)), np.float64)
   theta /= np.linalg.norm(theta, axis=1, keepdims=True)
@@ -61,7 +61,7 @@ def test_sliced_w2_between_gaussians_matches_closed_form():
   x = mu1 + _whitened_normal(np.random.default_rng(1), n) @ np.linalg.cholesky(s1).T
   y = mu2 + _whitened_normal(np.random.default_rng(2), n) @ np.linalg.cholesky(s2).T
   key = jax.random.PRNGKey(0)
-  _, per_proj = toy_metrics._sliced_wasserstein_pp(
+  _, per_proj = toy_metrics.sliced_wasserstein_per_projection(
       np.float32(x), np.float32(y), key, num_projections=64, p=2.0)
   theta = np.asarray(jax.random.normal(key, (64, 2)), np.float64)
   theta /= np.linalg.norm(theta, axis=1, keepdims=True)

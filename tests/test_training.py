@@ -30,7 +30,8 @@ def _steps_then_signal(monkeypatch, at_batch):
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
   """12 uninterrupted steps of the tiny config: the reference for the resume tests."""
-  state = training.train_and_evaluate(helpers.tiny_toy_config(), str(tmp_path_factory.mktemp('straight')))
+  state = training.train_and_evaluate(helpers.tiny_toy_config(),
+                                      str(tmp_path_factory.mktemp("straight")))
   assert int(state.step) == 12
   return state
 
@@ -165,3 +166,26 @@ def test_training_writes_tensorboard_scalars(tmp_path):
   training.train_and_evaluate(helpers.tiny_toy_config(), str(tmp_path))
   tags = _read_scalar_tags(os.path.join(tmp_path, 'tensorboard'))
   assert {'train/loss', 'train/grad_norm', 'train/steps_per_sec', 'eval/loss'} <= tags
+
+
+def test_classifier_training_survives_sigterm_and_resumes_exactly(tmp_path, monkeypatch):
+  """The classifier trains on the score model's loop: SIGTERM saves and stops, the same call
+  resumes from there, and the result equals an uninterrupted run (params, optimizer, step)."""
+  from score_sde import classifier_training
+  config = helpers.tiny_toy_config()
+  config.data.dataset, config.data.num_classes = 'gaussian_mixture', 2
+  c = config.classifier
+  c.nf, c.num_layers, c.n_iters, c.batch_size, c.log_freq, c.snapshot_freq = 16, 1, 6, 64, 3, 3
+  straight = classifier_training.train_classifier(config, str(tmp_path / 'straight'))
+  workdir = str(tmp_path / 'resumed')
+  with monkeypatch.context() as m:
+    _steps_then_signal(m, at_batch=4)
+    stopped = classifier_training.train_classifier(config, workdir)
+  assert int(stopped.step) == 4
+  assert checkpointing.Checkpointer(checkpointing.classifier_checkpoint_dir(workdir),
+                                    read_only=True).all_steps() == [4]
+  resumed = classifier_training.train_classifier(config, workdir)
+  assert int(resumed.step) == int(straight.step) == 6
+  helpers.assert_trees_equal(resumed, straight)
+  _, params = checkpointing.load_classifier(config, workdir)
+  helpers.assert_trees_equal(params, straight.params)

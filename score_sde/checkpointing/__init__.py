@@ -214,7 +214,7 @@ class Checkpointer:
   def _unreadable(self, step: int, e: Exception) -> str:
     """One line: the step, the file, the cause, and the earlier complete step."""
     path = os.path.join(self.directory, str(step))
-    file, cause = _file_and_cause(e)
+    file, cause = read_error_cause(e)
     earlier = [s for s in self.all_steps() if s < step]
     fallback = (f'move {path} away to resume from step {earlier[-1]}, the earlier complete '
                 f'checkpoint' if earlier else 'there is no earlier checkpoint to fall back to')
@@ -250,7 +250,7 @@ class Checkpointer:
     self._manager.close()
 
 
-def _file_and_cause(e: Exception) -> tuple[str | None, str]:
+def read_error_cause(e: Exception) -> tuple[str | None, str]:
   """The file a (TensorStore) read error is about and its cause, without TensorStore's spec.
 
   Orbax wraps TensorStore's error ("Encountered error while reading array index ... See full
@@ -283,6 +283,32 @@ def _shapes(tree) -> dict[str, tuple[int, ...] | None]:
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(v) if not hasattr(
       v, 'shape') else v.shape) for path, v in flat}
+
+
+def classifier_checkpoint_dir(workdir: str) -> str:
+  """Where ``train.py --mode=train_classifier`` keeps the classifier of ``workdir``."""
+  return os.path.join(os.path.abspath(workdir), 'classifier', 'checkpoints')
+
+
+def load_classifier(config, workdir: str):
+  """(classifier module, parameters) of the latest classifier checkpoint of ``workdir``."""
+  import jax.random
+  from score_sde import train_state
+  from score_sde.models import classifier as classifiers
+  classifier = classifiers.get_classifier(config)
+  optimizer = train_state.get_classifier_optimizer(config.classifier)
+  template = train_state.init_classifier_state(config, classifier, optimizer,
+                                               jax.random.PRNGKey(0))
+  directory = classifier_checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    raise errors.MissingFileError(f'No classifier checkpoints in {directory}; train one with '
+                                  f'train.py --mode=train_classifier --workdir={workdir}.')
+  ckpt = Checkpointer(directory, read_only=True)
+  try:
+    state, _ = ckpt.restore(template)
+  finally:
+    ckpt.close()
+  return classifier, state.params
 
 
 def check_workdir(workdir: str) -> None:

@@ -27,16 +27,17 @@ SPLITS = ('train', 'test')
 
 
 @functools.cache
-def _split_indices() -> dict[str, np.ndarray]:
+def split_indices() -> dict[str, np.ndarray]:
+  """The fixed stratified split (seed SPLIT_SEED): sorted indices into ``load_all()`` per split."""
   from sklearn.model_selection import train_test_split
-  labels = _load()[1]
+  labels = load_all()[1]
   train, test = train_test_split(np.arange(len(labels)), test_size=TEST_FRACTION,
                                  stratify=labels, random_state=SPLIT_SEED)
   return {'train': np.sort(train), 'test': np.sort(test)}
 
 
 @functools.cache
-def _load() -> tuple[np.ndarray, np.ndarray]:
+def load_all() -> tuple[np.ndarray, np.ndarray]:
   """All 1,797 images (n, 8, 8) uint8 in {0..255} and labels (n,) int32."""
   from sklearn.datasets import load_digits
   digits = load_digits()
@@ -51,8 +52,8 @@ def load_split(split: str, image_size: int = 16) -> tuple[np.ndarray, np.ndarray
   if image_size < NATIVE_SIZE:
     raise ConfigError(f'data.image_size = {image_size} is below the digits\' native '
                       f'{NATIVE_SIZE} px; use {NATIVE_SIZE} or more (the configs use 16).')
-  images, labels = _load()
-  index = _split_indices()[split]
+  images, labels = load_all()
+  index = split_indices()[split]
   resized = np.stack([image_ops.resize(im[..., None], image_size, image_size, 'bilinear')
                       for im in images[index]])
   return resized, labels[index]

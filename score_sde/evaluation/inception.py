@@ -312,5 +312,4 @@ def get_feature_fn(variables, outputs: Sequence[str] = ('pool_3', 'logits_unbias
     images = images if hasattr(images, 'dtype') else np.asarray(images)
     check_images(images)
     return jax.tree.map(np.asarray, run(variables, images))
-  features.jitted = run    # for tests: one compilation per input shape and dtype
   return features

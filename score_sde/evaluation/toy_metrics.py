@@ -56,7 +56,7 @@ def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @functools.partial(jax.jit, static_argnames=('num_projections', 'p'))
-def _sliced_wasserstein_pp(x, y, rng, num_projections: int, p: float):
+def sliced_wasserstein_per_projection(x, y, rng, num_projections: int, p: float):
   """E_theta W_p^p over the projections, and the per-projection values (num_projections,)."""
   theta = jax.random.normal(rng, (num_projections, x.shape[1]), jnp.float32)
   theta = theta / jnp.linalg.norm(theta, axis=1, keepdims=True)
@@ -69,7 +69,7 @@ def _sliced_wasserstein_pp(x, y, rng, num_projections: int, p: float):
 def sliced_wasserstein(x, y, rng, num_projections: int = 256, p: int = 2) -> float:
   """SW_p between the empirical measures of x (n, D) and y (m, D) (module docstring)."""
   x, y = _check_points(x, 'x'), _check_points(y, 'y')
-  pp, _ = _sliced_wasserstein_pp(x, y, rng, num_projections=num_projections, p=float(p))
+  pp, _ = sliced_wasserstein_per_projection(x, y, rng, num_projections=num_projections, p=float(p))
   return float(pp) ** (1.0 / p)
 
 
