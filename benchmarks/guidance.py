@@ -35,7 +35,7 @@ from score_sde import sampling, sde_lib
 from score_sde.sampling import controllable_generation as controllable
 from score_sde.sampling import guidance
 from score_sde.datasets import toy
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 C = 2
 SDES = {'vp': sde_lib.VPSDE(), 've': sde_lib.VESDE(sigma_min=0.01, sigma_max=3.0)}

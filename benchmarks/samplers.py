@@ -25,7 +25,7 @@ import numpy as np
 from configs import default_toy
 from score_sde import sampling, sde_lib
 from score_sde.datasets import toy
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()   # 8 modes, radius 0.8, std 0.08
 SDES = {

@@ -30,6 +30,15 @@ def write_json(path: str, obj: Any, indent: int = 2) -> str:
   return _atomic(path, lambda f: json.dump(obj, f, indent=indent, default=str))
 
 
+def write_npz(path: str, **arrays) -> str:
+  """``np.savez`` at ``path`` (atomically)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp{os.getpid()}.npz'   # numpy appends .npz to a name without it
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+  return path
+
+
 def read_json(path: str) -> Any:
   """The JSON at ``path``, or None if there is no such file."""
   if not os.path.exists(path):

@@ -5,10 +5,9 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags  # noqa: F401  (absl.app and cli define flags every entry point keeps)
+from absl import flags
 
 from configs import default_toy
-from score_sde import cli  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +46,16 @@ def assert_trees_equal(a, b):
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
 
 
-_BASE_FLAGS = set(flags.FLAGS)
+def _library_flags() -> set[str]:
+  """The flags absl, grain and orbax define when the entry points' imports load them."""
+  import absl.app  # noqa: F401
+  import score_sde.checkpointing.paper  # noqa: F401
+  import score_sde.cli  # noqa: F401
+  import score_sde.training  # noqa: F401
+  return set(flags.FLAGS)
+
+
+_BASE_FLAGS = _library_flags()
 
 
 def entry_point(script: str):

@@ -16,7 +16,7 @@ from score_sde.sampling import guidance
 from score_sde.datasets import get_dataset, toy
 from score_sde.errors import ConfigError, DataError, MissingFileError
 from score_sde.models import utils as mutils
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()                 # 8 modes, std 0.08: classes well apart
 WIDE = toy.gaussian_mixture(std=0.25)        # the same modes overlapping

@@ -17,7 +17,7 @@ from configs import base, default_toy
 from score_sde import likelihood, sampling, sde_lib
 from score_sde.datasets import toy
 from score_sde.errors import ConfigError
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()
 PROCESSES = {

@@ -13,7 +13,7 @@ import pytest
 from configs import default_toy
 from score_sde import sampling, sde_lib
 from score_sde.datasets import toy
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()
 N_SAMPLES = 2000

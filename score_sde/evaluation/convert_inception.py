@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from score_sde import reporting
 from score_sde.errors import DataError, MissingDependencyError, MissingFileError, ScoreSDEError
 from score_sde.evaluation import inception
 
@@ -81,10 +82,7 @@ def load_torch_state_dict(src: str) -> dict[str, np.ndarray]:
 
 def convert(src: str, dst: str) -> None:
   """Convert ``src`` (.pth) to ``dst`` (.npz); ``dst`` is written atomically, never half."""
-  arrays = convert_state_dict(load_torch_state_dict(src))
-  tmp = dst + '.tmp.npz'
-  np.savez(tmp, **arrays)
-  os.replace(tmp, dst)
+  reporting.write_npz(dst, **convert_state_dict(load_torch_state_dict(src)))
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from score_sde.datasets import digits
+from score_sde import reporting
 from score_sde.errors import DataError
 from score_sde.evaluation import metrics
 
@@ -102,11 +103,8 @@ def load_or_train(cache_path: str | None = None) -> DigitsClassifier:
       return DigitsClassifier(tuple(f[f'w{k}'] for k in range(n)),
                               tuple(f[f'b{k}'] for k in range(n)))
   clf = train()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}.npz'
-  np.savez(tmp, **{f'w{k}': w for k, w in enumerate(clf.weights)},
-           **{f'b{k}': b for k, b in enumerate(clf.biases)})
-  os.replace(tmp, path)
+  reporting.write_npz(path, **{f'w{k}': w for k, w in enumerate(clf.weights)},
+                      **{f'b{k}': b for k, b in enumerate(clf.biases)})
   return clf
 
 

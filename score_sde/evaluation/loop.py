@@ -1,15 +1,16 @@
 """The paper's evaluation loop (``train.py --mode=eval``): checkpoints -> metrics, resumable.
 
 For every stored checkpoint in [``eval.begin_ckpt``, ``eval.end_ckpt``] (snapshot i is step
-i * ``training.snapshot_freq``), with the EMA parameters, on all local devices:
+i * ``training.snapshot_freq``), with the EMA parameters, on every device (``parallel``):
   loss      ``eval.enable_loss``: the training objective on the eval split, averaged over
             ``eval.loss_num_examples`` examples (batches of ``eval.batch_size``)
   bpd       ``eval.enable_bpd``: bits/dim (images) or NLL in nats (2-D) through the
             probability-flow ODE (``bpd.evaluate_checkpoint``)
   samples   ``eval.enable_sampling``: ``eval.num_samples`` samples with ``config.sampling``, in
-            rounds of ``eval.batch_size``; images: FID and KID (pool_3) against the reference
-            statistics (``reference_stats``) and IS (logits); 2-D data: ``eval.toy_metrics``
-            against fresh data draws (``toy_metrics``)
+            rounds of ``eval.batch_size`` (``generation.draw``); images: ``metrics.IMAGE_METRICS``
+            (FID and KID on pool_3 against the reference statistics of ``reference_stats``, IS
+            on the logits); 2-D data: ``eval.toy_metrics`` (``toy_metrics.METRICS``) against
+            fresh data draws
 Resuming: each sampling round is saved as ``<workdir>/eval/ckpt_<step>/round_<r>.npz`` (samples;
 images also their features), the loss / bpd results as ``ckpt_<step>/partial.json`` and the
 checkpoint's report as ``eval/report_<step>.json``, each written to a temporary file and renamed;
@@ -130,9 +131,7 @@ def _samples(config, sample_fn, params, step: int, workdir: str, feature_fn,
     if bpd.is_image_data(config):
       arrays['samples'] = _to_uint8(config, samples)
       arrays.update(feature_fn(arrays['samples']))
-    tmp = path[:-4] + '.tmp.npz'
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    reporting.write_npz(path, **arrays)
     parts.append(arrays)
     fresh += 1
     eta = (time.time() - t0) / fresh * (rounds - r - 1)
@@ -152,18 +151,7 @@ def _sample_metrics(config, arrays: dict, reference, rng) -> dict:
                                  'sw_projections': ev.sw_projections})
     return {k: v for k, v in found.items() if v is not None}
   from score_sde.evaluation import metrics
-  pool_3 = np.asarray(arrays['pool_3'], np.float64)
-  mu, sigma = metrics.feature_statistics(pool_3)
-  out = {'fid': {'value': metrics.frechet_distance(mu, sigma, reference.mu, reference.sigma),
-                 'std_err': None}}
-  if reference.pool_3 is not None:
-    size = min(1000, len(pool_3), len(reference.pool_3))
-    value, se = metrics.kid(pool_3, reference.pool_3, subset_size=size)
-    out['kid'] = {'value': value, 'std_err': se}
-  inception_score, is_std = metrics.inception_score(arrays['logits_unbiased'],
-                                                    splits=min(10, len(pool_3)))
-  out['is'] = {'value': inception_score, 'std_err': None, 'std_over_splits': is_std}
-  return out
+  return metrics.image_metrics(arrays, reference)
 
 
 # ------------------------------------------------------------------------------------------------

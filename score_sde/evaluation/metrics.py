@@ -162,3 +162,40 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
     kl = (np.exp(part) * (part - log_py)).sum(1).mean()
     scores.append(np.exp(kl))
   return float(np.mean(scores)), float(np.std(scores))
+
+
+# ------------------------------------------------------------------------------------------------
+# The evaluation loop's image metrics: name -> fn(features, reference) -> {'value', 'std_err', ...}
+# or None where the reference lacks what it needs. ``features``: the samples' Inception outputs
+# {'pool_3': (N, 2048), 'logits_unbiased': (N, 1008)}; ``reference``: the data's statistics
+# (``reference_stats.ReferenceStats``: mu, sigma, optional pool_3).
+# ------------------------------------------------------------------------------------------------
+
+def _fid(features, reference) -> dict:
+  mu, sigma = feature_statistics(np.asarray(features['pool_3'], np.float64))
+  return {'value': frechet_distance(mu, sigma, reference.mu, reference.sigma), 'std_err': None}
+
+
+def _kid(features, reference) -> dict | None:
+  if reference.pool_3 is None:   # pytorch-fid's and the paper's statistics hold no features
+    return None
+  pool_3 = np.asarray(features['pool_3'], np.float64)
+  size = min(1000, len(pool_3), len(reference.pool_3))
+  value, se = kid(pool_3, reference.pool_3, subset_size=size)
+  return {'value': value, 'std_err': se}
+
+
+def _is(features, reference) -> dict:
+  del reference
+  logits = features['logits_unbiased']
+  value, std = inception_score(logits, splits=min(10, len(logits)))
+  return {'value': value, 'std_err': None, 'std_over_splits': std}
+
+
+IMAGE_METRICS = {'fid': _fid, 'kid': _kid, 'is': _is}
+
+
+def image_metrics(features, reference) -> dict:
+  """Every ``IMAGE_METRICS`` entry the reference supports, by name."""
+  found = {name: fn(features, reference) for name, fn in IMAGE_METRICS.items()}
+  return {k: v for k, v in found.items() if v is not None}

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from score_sde import datasets
+from score_sde import datasets, reporting
 from score_sde.errors import ConfigError, DataError, MissingFileError
 from score_sde.evaluation import inception, metrics
 
@@ -68,13 +68,10 @@ def load_stats(path: str) -> ReferenceStats:
 
 def save_stats(path: str, stats: ReferenceStats) -> None:
   """Write ``stats`` to ``path`` atomically (a temporary file, then a rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   arrays = {'mu': stats.mu, 'sigma': stats.sigma, 'num_examples': np.int64(stats.num_examples)}
   if stats.pool_3 is not None:
     arrays['pool_3'] = stats.pool_3
-  tmp = path + '.tmp.npz'
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  reporting.write_npz(path, **arrays)
 
 
 def default_stats_path(config, split: str = DEFAULT_SPLIT) -> str:
