@@ -109,6 +109,12 @@ def load_array(path: str, config, what: str) -> np.ndarray:
     if what != 'mask':
       x = np.asarray(datasets.get_data_scaler(config)(x))
   x = np.asarray(x, np.float32)
+  bad = np.count_nonzero(~np.isfinite(x))
+  if bad:
+    raise DataError(f'{what} file {path!r} holds {bad} NaN or infinite values; give finite ones.')
+  if what == 'mask' and not np.all((x >= 0) & (x <= 1)):
+    raise DataError(f'mask file {path!r}: values must be in [0, 1] (1 = observed), not '
+                    f'{float(x.min()):g} to {float(x.max()):g}.')
   per_example = datasets.sample_shape(config)
   return x[None] if x.ndim == len(per_example) else x
 
@@ -164,6 +170,8 @@ def main(argv):
   config_checks.check(config, 'sample')
   config_checks.check_sampling_overrides(config, config_flags.get_override_values(FLAGS['config']))
   check_guidance_settings(config, FLAGS)
+  outdir = FLAGS.outdir or os.path.join(FLAGS.workdir, 'samples')
+  checkpointing.check_workdir(outdir, '--outdir')   # before any work, not after it
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
   # Bad files and labels fail before anything is restored.
@@ -185,7 +193,6 @@ def main(argv):
   samples, used, nfe = generation.draw(
       sample_fn, params if classifier is None else (params, clf_params), rng, num, inputs)
   wall = time.time() - t0
-  outdir = FLAGS.outdir or os.path.join(FLAGS.workdir, 'samples')
   if any(getattr(FLAGS, name) for name in CONDITIONAL_FLAGS):
     written = write_conditional(config, samples, used, step, outdir)
     what = f'{num} conditional samples'

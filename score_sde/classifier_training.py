@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import checkpointing, datasets, losses, parallel, sde_lib, train_state, training
+from score_sde import checkpointing, config_checks, datasets, losses, parallel, sde_lib
+from score_sde import train_state, training
 from score_sde.errors import ConfigError
 from score_sde.models import classifier as classifiers
 
@@ -69,10 +70,9 @@ def train_classifier(config, workdir: str,
   """Trains ``config.classifier`` for ``classifier.n_iters`` steps on the labelled training data
   under ``<workdir>/classifier``, on the training loop of the score model: it saves every
   ``classifier.snapshot_freq`` steps and on SIGTERM / Ctrl-C, and resumes from there."""
-  if config.data.num_classes is None:
-    raise ConfigError('Training a classifier needs labelled data: set data.num_classes.')
   parallel.initialize_distributed(config.training.distributed)
   devices = list(devices or jax.local_devices())
+  config_checks.check(config, 'train_classifier', len(devices))   # before anything is written
   mesh = parallel.make_mesh(devices if jax.process_count() == 1 else None)
   sde = sde_lib.get_sde(config)
   classifier = classifiers.get_classifier(config)
@@ -89,5 +89,5 @@ def train_classifier(config, workdir: str,
                         snapshot_freq_for_preemption=snapshot, keep_snapshots=False),
       checkpointing.classifier_checkpoint_dir(workdir),
       rng=(init_rng, train_rng, train_rng), log_metrics=('loss', 'accuracy'),
-      batch_size=c.batch_size)
+      batch_size=c.batch_size, batch_key='classifier.batch_size')
   return training.run(job, mesh)

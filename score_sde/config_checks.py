@@ -4,8 +4,8 @@
 one short message for the first problem: the key, its value and, where there is a set, the valid
 choices. It checks
 
-- sizes and frequencies are positive (batch sizes, ``n_iters``, log / eval / snapshot
-  frequencies, ...), rates and tolerances in range;
+- no value is NaN; sizes and frequencies are positive (batch sizes, ``n_iters``, log / eval /
+  snapshot frequencies, ...), rates and tolerances in range; the guidance interval is not empty;
 - every name is known: SDE, model, ``model.precond`` (for that model), dataset, optimizer,
   sampling method, predictor, corrector, time schedule, Hutchinson type;
 - batch sizes divide over the devices;
@@ -13,15 +13,17 @@ choices. It checks
   here, before a checkpoint is restored.
 
 ``mode`` is what the config is about to do: ``'train'`` (the training loop, with its eval loss
-and snapshot sampling), ``'sample'`` (``sample.py``) or ``'eval'`` (the evaluation loop).
+and snapshot sampling), ``'sample'`` (``sample.py``), ``'eval'`` (the evaluation loop) or
+``'train_classifier'`` (the guidance classifier: ``classifier.*`` and labelled data).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 from score_sde import errors
 
-MODES = ('train', 'sample', 'eval')
+MODES = ('train', 'sample', 'eval', 'train_classifier')
 
 POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'training.eval_freq',
             'training.snapshot_freq', 'training.snapshot_freq_for_preemption',
@@ -29,7 +31,9 @@ POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'tra
             'sampling.eps', 'eval.batch_size', 'eval.likelihood_eps', 'eval.likelihood_rtol',
             'eval.likelihood_atol', 'eval.num_repeats', 'model.nf', 'model.num_scales', 'optim.lr')
 NON_NEGATIVE = ('optim.warmup', 'optim.weight_decay')   # grad_clip <= 0: no clipping
-UNIT_INTERVAL = ('model.ema_rate', 'model.dropout')
+UNIT_INTERVAL = ('model.ema_rate', 'model.dropout', 'training.label_dropout')
+CLASSIFIER_POSITIVE = ('classifier.n_iters', 'classifier.batch_size', 'classifier.lr',
+                       'classifier.log_freq', 'classifier.snapshot_freq')
 
 # Models whose noise conditioning the EDM wrapper (models/precond.py) cannot drive: NCSNv2's
 # sigma division is the paper's parameterisation only.
@@ -67,8 +71,20 @@ def _choices() -> dict[str, list]:
   }
 
 
-def _check_values(config) -> None:
-  for key in POSITIVE:
+def _leaves(node, prefix: str = ''):
+  for key in node.keys():
+    value = node[key]
+    if hasattr(value, 'keys'):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def _check_values(config, mode: str = 'train') -> None:
+  for key, value in _leaves(config):   # NaN passes every comparison below, and means nothing
+    if isinstance(value, float) and math.isnan(value):
+      raise errors.ConfigError(f'{key} = nan is not a number.')
+  for key in POSITIVE + (CLASSIFIER_POSITIVE if mode == 'train_classifier' else ()):
     value = _get(config, key)
     if value is not None and not value > 0:
       raise errors.ConfigError(f'{key} = {value!r} must be positive.')
@@ -80,6 +96,13 @@ def _check_values(config) -> None:
     value = _get(config, key)
     if value is not None and not 0 <= value <= 1:
       raise errors.ConfigError(f'{key} = {value!r} must be in [0, 1].')
+  low = _get(config, 'sampling.guidance_sigma_min')
+  high = _get(config, 'sampling.guidance_sigma_max')
+  if low is not None and high is not None and low > high:
+    raise errors.ConfigError(
+        f'The guidance interval [sampling.guidance_sigma_min, guidance_sigma_max] = [{low}, '
+        f'{high}] is empty: guidance would never apply. Give guidance_sigma_min <= '
+        'guidance_sigma_max.')
 
 
 def _check_names(config) -> None:
@@ -159,7 +182,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   if mode not in MODES:
     raise ValueError(f'Unknown mode {mode!r}; valid: {list(MODES)}.')
   n = num_local_devices or jax.local_device_count()
-  _check_values(config)
+  _check_values(config, mode)
   _check_names(config)
   _check_effective(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))
@@ -174,6 +197,10 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
       raise errors.ConfigError('--mode=eval has nothing to compute: set one of '
                                '--config.eval.enable_loss / enable_bpd / enable_sampling to True.')
     _check_batch(config, 'eval.batch_size', n)
+  if mode == 'train_classifier':
+    if config.data.num_classes is None:
+      raise errors.ConfigError('Training a classifier needs labelled data: set data.num_classes.')
+    _check_batch(config, 'classifier.batch_size', n)
   per_device = 1   # the sampler is checked even when unused: sample.py will use it
   if mode == 'sample' or (mode == 'train' and config.training.snapshot_sampling):
     per_device = _check_batch(config, 'sampling.batch_size', n)

@@ -11,6 +11,11 @@ i * ``training.snapshot_freq``), with the EMA parameters, on every device (``par
             (FID and KID on pool_3 against the reference statistics of ``reference_stats``, IS
             on the logits); 2-D data: ``eval.toy_metrics`` (``toy_metrics.METRICS``) against
             fresh data draws
+The results are tied to the config that produced them: ``ckpt_<step>/config.json`` records it,
+and a rerun whose config differs in anything but ``RESULTS_MAY_DIFFER`` (run length, the
+checkpoint range, data loading) recomputes that checkpoint instead of reusing its numbers. The
+checkpoints must be this config's run (``checkpointing``'s run identity), and the workdir
+writable, before any work.
 Resuming: each sampling round is saved as ``<workdir>/eval/ckpt_<step>/round_<r>.npz`` (samples;
 images also their features), the loss / bpd results as ``ckpt_<step>/partial.json`` and the
 checkpoint's report as ``eval/report_<step>.json``, each written to a temporary file and renamed;
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from typing import Any, Callable, Sequence
 
@@ -29,8 +35,17 @@ import numpy as np
 
 from score_sde import checkpointing, datasets, generation, losses, models, parallel, reporting
 from score_sde import sde_lib, train_state
+from score_sde.checkpointing import identity
 from score_sde.errors import ConfigError
 from score_sde.evaluation import bpd, toy_metrics
+
+# Config keys that do not change a checkpoint's numbers: stored results made with other values
+# are reused.
+RESULTS_MAY_DIFFER = (
+    'training.n_iters', 'training.log_freq', 'training.eval_freq', 'training.snapshot_freq',
+    'training.snapshot_freq_for_preemption', 'training.snapshot_sampling',
+    'training.distributed', 'eval.begin_ckpt', 'eval.end_ckpt', 'data.num_workers',
+    'data.prefetch', 'data.data_dir', 'data.path')
 
 # images (N, H, W, C) uint8 -> {'pool_3': (N, d), 'logits_unbiased': (N, k)} numpy arrays.
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -71,6 +86,38 @@ def _steps(config, workdir: str) -> list[int]:
         f'eval.end_ckpt={ev.end_ckpt} (steps {ev.begin_ckpt * freq} to {hi}); available steps: '
         f'{available}. Change eval.begin_ckpt / eval.end_ckpt.')
   return steps
+
+
+def _settings_path(workdir: str, step: int) -> str:
+  return os.path.join(eval_dir(workdir), f'ckpt_{step}', 'config.json')
+
+
+def _stale_results(config, workdir: str, step: int) -> list | None:
+  """None if checkpoint ``step`` has no stored results or they were made with ``config``;
+  otherwise the differences ((key, there, here); [] for results that recorded no config)."""
+  out = eval_dir(workdir)
+  stored = [os.path.join(out, f'report_{step}.json'), os.path.join(out, f'ckpt_{step}')]
+  if not any(os.path.exists(p) for p in stored):
+    return None
+  recorded = reporting.read_json(_settings_path(workdir, step))
+  if recorded is None:
+    return []
+  diffs = identity.config_differences(recorded, identity.config_to_dict(config),
+                                      may_differ=RESULTS_MAY_DIFFER)
+  return diffs or None
+
+
+def _start_results(config, workdir: str, step: int, stale: bool) -> None:
+  """Removes the results of another config for ``step``, then records this config as the one
+  its results (from now on) are computed with."""
+  out = eval_dir(workdir)
+  if stale:
+    shutil.rmtree(os.path.join(out, f'ckpt_{step}'), ignore_errors=True)
+    for name in (f'report_{step}.json', f'bpd_{step}.json'):
+      if os.path.exists(os.path.join(out, name)):
+        os.remove(os.path.join(out, name))
+  if not os.path.exists(_settings_path(workdir, step)):
+    reporting.write_json(_settings_path(workdir, step), identity.config_to_dict(config))
 
 
 def _image_references(config, feature_fn: FeatureFn | None):
@@ -168,6 +215,7 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
   ``MissingFileError`` (no Inception weights) before any work.
   """
   _check_config(config)
+  checkpointing.check_run_config(config, workdir)   # another run's checkpoints, a read-only disk
   mesh = parallel.make_mesh(list(devices) if devices and jax.process_count() == 1 else None)
   ev = config.eval
   steps = _steps(config, workdir)
@@ -198,17 +246,27 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
 
   out = eval_dir(workdir)
   reports, t_start, done_now = {}, time.time(), 0
-  todo = [s for s in steps if reporting.read_json(os.path.join(out, f'report_{s}.json')) is None]
-  reporting.say(f'Evaluating {len(steps)} checkpoints ({len(steps) - len(todo)} done before): {steps}')
+  stale = {s: d for s in steps if (d := _stale_results(config, workdir, s)) is not None}
+  todo = [s for s in steps
+          if s in stale or reporting.read_json(os.path.join(out, f'report_{s}.json')) is None]
+  redo = ''
+  if stale:
+    diffs = next((d for d in stale.values() if d), [])
+    redo = (f'; {len(stale)} with results of other settings, recomputed: '
+            f'{identity.format_differences(diffs) if diffs else "settings not recorded"}')
+  reporting.say(f'Evaluating {len(steps)} checkpoints ({len(steps) - len(todo)} done before'
+                f'{redo}): {steps}')
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   try:
     for step in steps:
       report_path = os.path.join(out, f'report_{step}.json')
-      reports[step] = reporting.read_json(report_path)
+      reports[step] = None if step in stale else reporting.read_json(report_path)
       if reports[step] is not None:
         continue
       t0 = time.time()
-      state, _ = ckpt.restore(template, step)
+      state, _ = ckpt.restore(template, step, config=config)
+      if parallel.is_main_process():
+        _start_results(config, workdir, step, step in stale)
       rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
       partial_path = os.path.join(out, f'ckpt_{step}', 'partial.json')
       report = reporting.read_json(partial_path) or {'step': step, 'dataset': config.data.dataset}

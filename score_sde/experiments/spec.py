@@ -161,7 +161,11 @@ def plan(spec) -> tuple[list[Variant], list[Cell]]:
     raise ConfigError(f'Unknown seed_scope {spec.seed_scope!r}; valid: {list(SEED_SCOPES)}.')
   if not spec.seeds:
     raise ConfigError('spec.seeds is empty: give at least one seed.')
+  _check_budgets('spec.nfe', spec.nfe)
   axes = [(path, _as_list(values)) for path, values in leaves(spec.train_axes)]
+  empty = [path for path, values in axes if not values]
+  if empty:
+    raise ConfigError(f'Train axis {empty[0]} is empty: give at least one value.')
   variants = []
   seeds_of_variant = list(spec.seeds) if spec.seed_scope == 'training' else [None]
   for combo in itertools.product(*[[(p, v) for v in vs] for p, vs in axes]):
@@ -180,6 +184,16 @@ def plan(spec) -> tuple[list[Variant], list[Cell]]:
     for sampler_name in sorted(spec.samplers.keys()):
       cells.extend(_sampler_cells(spec, variant, sampler_name, checked))
   return variants, cells
+
+
+def _check_budgets(where: str, budgets) -> None:
+  """ConfigError unless ``budgets`` is a non-empty list of positive integers."""
+  budgets = _as_list(budgets)
+  if not budgets:
+    raise ConfigError(f'{where} is empty: give at least one NFE budget.')
+  for budget in budgets:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+      raise ConfigError(f'{where}: {budget!r} is not an NFE budget (a positive integer).')
 
 
 def _bundle(path: str, value) -> tuple[Any, list[tuple[str, Any]]]:
@@ -229,6 +243,7 @@ def _check_sampler(config, sde, shape, where: str, checked: set) -> None:
 def _sampler_cells(spec, variant: Variant, sampler_name: str, checked: set) -> list[Cell]:
   entry = dict(spec.samplers[sampler_name].to_dict())
   budgets = _as_list(entry.pop('nfe', list(spec.nfe)))
+  _check_budgets(f'Sampler {sampler_name!r}: nfe', budgets)
   name = entry.get('method', variant.config.sampling.method)
   if name not in sampling.METHODS:
     raise ConfigError(f'Sampler {sampler_name!r}: unknown sampling method {name!r}; valid: '
