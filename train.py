@@ -5,10 +5,14 @@ evaluates the checkpoints in the workdir (loss, bits/dim, samples) instead of tr
 ``--mode=train_classifier`` trains the noise-conditional classifier of classifier guidance.
 Errors in the config or the command line are one line on stderr (``--traceback`` for the stack).
 """
-from absl import flags
-from ml_collections import config_flags
+from score_sde import stop_signals
 
-from score_sde import cli, config_checks, training
+stop_signals.install()   # first: a SIGTERM while JAX is imported below stops the run cleanly
+
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from score_sde import cli, config_checks, training  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
@@ -28,6 +32,7 @@ def main(argv):
     from score_sde import classifier_training
     classifier_training.train_classifier(FLAGS.config, FLAGS.workdir)
   else:
+    stop_signals.release()   # evaluation resumes where it stopped: a signal may end it at once
     from score_sde import evaluation
     config_checks.check(FLAGS.config, 'eval')
     evaluation.evaluate(FLAGS.config, FLAGS.workdir)

@@ -15,8 +15,11 @@
   stderr and exits with status 2;
 - does the same for a problem with the command line or the config file (a missing or broken
   config file, a misspelt ``--config.`` key, a value of the wrong type, an unknown flag);
+- does the same for a file the program cannot write: a full disk, a read-only file system, a
+  missing permission (an ``OSError`` with that errno);
 - exits with status 2 without a traceback; ``--traceback`` shows the full stack instead;
-- lets every other exception, a bug, propagate with its traceback (status 1);
+- lets every other exception, a bug, propagate with its traceback (status 1), unless another
+  process of a multi-host run was lost (``parallel``'s heartbeat reports that, status 75);
 - logs absl / orbax at WARNING unless ``--verbosity`` is given (orbax logs every save at INFO);
 - turns on the persistent compilation cache (``score_sde.compilation_cache``).
 
@@ -25,15 +28,17 @@ reads of a corrupt checkpoint are dropped where the reads happen (``checkpointin
 """
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from typing import Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
 
-from score_sde import compilation_cache, errors
+from score_sde import compilation_cache, errors, parallel
 
 EXIT_USER_ERROR = 2
+_CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 flags.DEFINE_bool('traceback', False, 'On an error, show the full Python traceback instead of '
                   'the one-line message.')
@@ -59,6 +64,14 @@ def _guarded(main):
       if FLAGS.traceback:
         raise
       fail(str(e))
+    except OSError as e:
+      if FLAGS.traceback or e.errno not in _CANNOT_WRITE:
+        raise
+      fail(f'{e.strerror}: {e.filename}' + (f' -> {e.filename2}' if e.filename2 else '') + '.')
+    except Exception as e:
+      # Another host died mid-collective: its heartbeat's one line ends this process instead.
+      parallel.wait_if_process_lost(e)
+      raise
   return guarded_main
 
 

@@ -12,9 +12,11 @@ host yourself (the same command on every host) or let SLURM / the TPU runtime do
 "Running on many hosts").
 
 SIGTERM / SIGINT to the launcher are forwarded to every process (they save one checkpoint and
-stop together). If a process fails, the others are stopped (SIGTERM, then SIGKILL after
-``--grace`` seconds: a process waiting in a collective for a dead peer cannot stop by itself) and
-the launcher exits with the failed process's status.
+stop together). If a process fails, the launcher prints one line saying which and how (its exit
+status or the signal that killed it), stops the others (SIGTERM, then SIGKILL after ``--grace``
+seconds, by default the heartbeat timeout plus 15 s: a process that lost a peer reports it and
+exits by itself within the heartbeat timeout, ``parallel.heartbeat_timeout``) and exits with the
+failed process's status (128 + the signal's number for a killed one).
 """
 from __future__ import annotations
 
@@ -57,6 +59,20 @@ def command(args: list[str]) -> list[str]:
   return args
 
 
+class LaunchError(Exception):
+  """A bad launcher argument: printed as one line, exit status 2."""
+
+
+def describe_exit(code: int) -> str:
+  """'exited with status 2' / 'was killed by SIGKILL'."""
+  if code < 0:
+    try:
+      return f'was killed by {signal.Signals(-code).name}'
+    except ValueError:
+      return f'was killed by signal {-code}'
+  return f'exited with status {code}'
+
+
 def _stop(procs, sig):
   for p in procs:
     if p.poll() is None:
@@ -64,12 +80,16 @@ def _stop(procs, sig):
 
 
 def run(cmd: list[str], num_processes: int, local_devices: int | None = None,
-        port: int | None = None, grace: float = 30.0, log_dir: str | None = None) -> int:
+        port: int | None = None, grace: float | None = None, log_dir: str | None = None) -> int:
   """Runs ``cmd`` as ``num_processes`` cooperating processes; returns the exit status.
 
   With ``log_dir`` each process's stdout and stderr go to ``<log_dir>/process_<i>.log``.
   """
+  if port and parallel.port_in_use(port):
+    raise LaunchError(f'--port={port} is in use on this host ({parallel.port_in_use(port)}); '
+                      'choose another port, or leave --port out to use a free one.')
   port = port or free_port()
+  grace = parallel.heartbeat_timeout() + 15 if grace is None else grace
   logs = []
   if log_dir:
     os.makedirs(log_dir, exist_ok=True)
@@ -83,12 +103,20 @@ def run(cmd: list[str], num_processes: int, local_devices: int | None = None,
     forwarded.append(signum)
     _stop(procs, signal.SIGTERM)
   previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+  first, failed_at = None, None   # the process that failed first, and when
   try:
-    failed_at = None
-    while any(p.poll() is None for p in procs):
-      if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
-        failed_at = time.monotonic()
-        _stop(procs, signal.SIGTERM)
+    while True:
+      running = [p for p in procs if p.poll() is None]
+      if first is None:
+        first = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+        if first is not None:
+          failed_at = time.monotonic()
+          print(f'Error: process {first} of {num_processes} (pid {procs[first].pid}) '
+                f'{describe_exit(procs[first].returncode)}'
+                f'{"; stopping the others" if running else ""}.', file=sys.stderr, flush=True)
+          _stop(procs, signal.SIGTERM)
+      if not running:
+        break
       if failed_at is not None and time.monotonic() - failed_at > grace:
         _stop(procs, signal.SIGKILL)
       time.sleep(0.1)
@@ -97,8 +125,8 @@ def run(cmd: list[str], num_processes: int, local_devices: int | None = None,
       signal.signal(s, h)
     for f in logs:
       f.close()
-  codes = [p.returncode for p in procs]
-  return next((c for c in codes if c != 0), 0)
+  code = 0 if first is None else procs[first].returncode
+  return 128 - code if code < 0 else code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,15 +141,28 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--local_devices', type=int, default=None,
                       help='CPU devices per process (simulated hosts on one machine).')
   parser.add_argument('--port', type=int, default=None, help='Coordinator port (default: free).')
-  parser.add_argument('--grace', type=float, default=30.0,
-                      help='Seconds before SIGKILL once a process has failed.')
+  parser.add_argument('--grace', type=float, default=None,
+                      help='Seconds before SIGKILL once a process has failed (default: the '
+                      'heartbeat timeout + 15).')
   parser.add_argument('--log_dir', default=None,
                       help='Write each process\'s output to LOG_DIR/process_<i>.log.')
-  args = parser.parse_args(argv[:split])
-  if args.num_processes < 1 or not argv[split + 1:]:
-    parser.error('need --num_processes >= 1 and a command after --')
-  return run(argv[split + 1:], args.num_processes, args.local_devices, args.port, args.grace,
-             args.log_dir)
+  parser.error = _one_line_error
+  try:
+    args = parser.parse_args(argv[:split])
+    if args.num_processes < 1 or not argv[split + 1:]:
+      raise LaunchError('need --num_processes >= 1 and a command after --')
+    if args.local_devices is not None and args.local_devices < 1:
+      raise LaunchError(f'--local_devices={args.local_devices}: each process needs at least 1 '
+                        'device.')
+    return run(argv[split + 1:], args.num_processes, args.local_devices, args.port, args.grace,
+               args.log_dir)
+  except LaunchError as e:
+    print(f'Error: {e}', file=sys.stderr, flush=True)
+    return 2
+
+
+def _one_line_error(message: str):
+  raise LaunchError(f'{message} (python -m score_sde.launch --help lists the options).')
 
 
 if __name__ == '__main__':

@@ -17,11 +17,14 @@ next collective.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
 import queue
+import re
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -41,10 +44,20 @@ ENV_COORDINATOR = 'SCORE_SDE_COORDINATOR'        # host:port of process 0
 ENV_NUM_PROCESSES = 'SCORE_SDE_NUM_PROCESSES'
 ENV_PROCESS_ID = 'SCORE_SDE_PROCESS_ID'
 ENV_INIT_TIMEOUT = 'SCORE_SDE_INIT_TIMEOUT'      # seconds to wait for all processes (default 300)
+ENV_HEARTBEAT_TIMEOUT = 'SCORE_SDE_HEARTBEAT_TIMEOUT'   # seconds of silence: a process is lost
+HEARTBEAT_TIMEOUT = 60
+EXIT_LOST_PROCESS = 75   # EX_TEMPFAIL: the run can be resumed by rerunning the same command
+# Bytes of memory per device ('16G', '512M'): a limit the compiled steps are checked against
+# before their first call. Accelerators report their own; on CPU only this limit is checked.
+ENV_DEVICE_MEMORY = 'SCORE_SDE_DEVICE_MEMORY'
 
 
 class DistributedError(ScoreSDEError, RuntimeError):
   """The processes of a multi-host run cannot connect or do not agree."""
+
+
+class OutOfMemoryError(ScoreSDEError, MemoryError):
+  """A step needs more memory than a device has."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,19 +111,164 @@ def initialize_distributed(enabled: bool, timeout: float | None = None) -> None:
     2. with ``enabled`` (``training.distributed``): JAX's cluster detection — SLURM
        (``SLURM_*``, one task per host or per GPU), Cloud TPU pod slices, Open MPI, Kubernetes.
   ``timeout`` (default ``SCORE_SDE_INIT_TIMEOUT`` or 300 s) bounds the wait for all processes.
+  Once connected, the processes watch each other (``heartbeat_timeout``).
   """
   explicit = _launcher_env()
   if not (enabled or explicit) or jax.distributed.is_initialized():
     return
   timeout = int(timeout or float(os.environ.get(ENV_INIT_TIMEOUT, 300)))
-  # Short heartbeats: when a process dies the others abort within ~this time instead of hanging
-  # in a collective forever.
-  kwargs = dict(initialization_timeout=timeout, heartbeat_timeout_seconds=max(10, timeout // 3))
+  lost_after = heartbeat_timeout()
+  # JAX's own heartbeat aborts a process with a C++ stack (its callback cannot be set from
+  # Python); ours (_Heartbeat) must see a lost process first.
+  kwargs = dict(initialization_timeout=timeout,
+                heartbeat_timeout_seconds=int(2 * lost_after + 10))
   if explicit:
     if explicit['process_id'] != 0:
       _wait_for_coordinator(explicit['coordinator_address'], timeout)
+    else:
+      _check_port_free(explicit['coordinator_address'])
     kwargs.update(explicit)
   jax.distributed.initialize(**kwargs)
+  _Heartbeat.start(lost_after)
+
+
+def port_in_use(port: int) -> str | None:
+  """Why ``port`` cannot be served on this host (another program listens on it), or None."""
+  with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers do: TIME_WAIT is free
+    try:
+      s.bind(('', port))
+    except OSError as e:
+      return e.strerror or str(e)
+  return None
+
+
+def _check_port_free(address: str) -> None:
+  """Process 0 serves on ``address``'s port: a port already in use is one line, not JAX's
+  crash ('Failed to start RPC server' or a segfault)."""
+  port = int(address.rpartition(':')[2])
+  reason = port_in_use(port)
+  if reason:
+    raise DistributedError(f'The coordinator port {port} ({ENV_COORDINATOR}={address}) is in '
+                           f'use on this host ({reason}); choose a free port.')
+
+
+def heartbeat_timeout() -> float:
+  """Seconds after which a silent process of a multi-host run counts as lost:
+  ``SCORE_SDE_HEARTBEAT_TIMEOUT``, default ``HEARTBEAT_TIMEOUT`` (60)."""
+  value = os.environ.get(ENV_HEARTBEAT_TIMEOUT, str(HEARTBEAT_TIMEOUT))
+  try:
+    seconds = float(value)
+  except ValueError:
+    seconds = -1.0
+  if not seconds > 0:
+    raise ConfigError(f'{ENV_HEARTBEAT_TIMEOUT}={value!r} must be a positive number of seconds.')
+  return seconds
+
+
+class _Heartbeat:
+  """The processes of a multi-host run watch each other through the coordination service.
+
+  A thread in every process publishes a counter under ``score_sde/heartbeat/<id>`` every
+  ``timeout / 10`` s and reads the others'. A process whose counter stands still for ``timeout``
+  seconds, or a coordinator (process 0) that cannot be reached for that long, is lost: this
+  process prints one line (the lost process, and ``lost_process_note()``, e.g. the last complete
+  checkpoint) and exits with ``EXIT_LOST_PROCESS`` at once, even while its main thread waits in a
+  collective that the lost process will never join. A process that ends normally publishes
+  'done' (``finish_heartbeat``) and is no longer watched.
+  """
+  _running: '_Heartbeat | None' = None
+  note: Callable[[], str] = staticmethod(lambda: '')
+
+  def __init__(self, timeout: float):
+    from jax._src import distributed   # the client's key-value store has no public wrapper
+    state = distributed.global_state
+    self.client, self.me, self.n = state.client, state.process_id, state.num_processes
+    self.timeout = timeout
+    self.lost = threading.Event()
+    self.stopped = threading.Event()
+    self.thread = threading.Thread(target=self._run, daemon=True, name='score_sde_heartbeat')
+
+  @classmethod
+  def start(cls, timeout: float) -> None:
+    cls._running = beat = cls(timeout)
+    beat.thread.start()
+    # A process that exits without finish_heartbeat (an error) falls silent before JAX's own
+    # exit handler waits for the others (atexit runs the later-registered handler first).
+    atexit.register(beat.stopped.set)
+
+  def _key(self, process: int) -> str:
+    return f'score_sde/heartbeat/{process}'
+
+  def _read(self, process: int) -> str | None:
+    try:
+      return self.client.key_value_try_get(self._key(process))
+    except Exception as e:  # noqa: BLE001
+      if 'NOT_FOUND' in str(e):   # not published yet
+        return None
+      raise
+
+  def _run(self) -> None:
+    interval = min(5.0, max(0.2, self.timeout / 10))
+    start = contact = time.monotonic()
+    watched = {p: (None, start) for p in range(self.n) if p != self.me}
+    beat = 0
+    while not self.stopped.wait(interval):
+      beat += 1
+      now = time.monotonic()
+      try:
+        self.client.key_value_set(self._key(self.me), str(beat), allow_overwrite=True)
+        for p, (last, since) in list(watched.items()):
+          value = self._read(p)
+          if value == 'done':
+            del watched[p]
+          elif value != last:
+            watched[p] = (value, now)
+          elif now - since > self.timeout:
+            self._lose(p, f'no heartbeat for {now - since:.0f} s')
+        contact = now
+      except Exception as e:  # noqa: BLE001  the coordination service is unreachable
+        if 0 not in watched and self.me != 0:   # process 0 ended normally
+          return
+        if now - contact > self.timeout:
+          self._lose(0, f'the coordinator has not answered for {now - contact:.0f} s: '
+                        f'{str(e).splitlines()[0][:120]}')
+
+  def _lose(self, process: int, why: str) -> None:
+    self.lost.set()
+    note = self.note()
+    sys.stdout.flush()
+    sys.stderr.write(f'Error: lost process {process} of {self.n} ({why}: it died or hangs); '
+                     f'process {self.me} stops too.{" " + note if note else ""}\n')
+    sys.stderr.flush()
+    os._exit(EXIT_LOST_PROCESS)   # the main thread may be stuck in a collective: no cleanup
+
+
+def set_lost_process_note(note: Callable[[], str]) -> None:
+  """``note()`` ends the line printed when another process is lost (e.g. where to resume)."""
+  _Heartbeat.note = staticmethod(note)
+
+
+def finish_heartbeat() -> None:
+  """Tells the other processes that this one ends normally (call when the work is done)."""
+  beat = _Heartbeat._running
+  if beat is not None:
+    beat.stopped.set()
+    beat.thread.join()
+    beat.client.key_value_set(beat._key(beat.me), 'done', allow_overwrite=True)
+    _Heartbeat._running = None
+
+
+def wait_if_process_lost(error: BaseException) -> None:
+  """For an exception raised by a collective or the coordination service (a peer that died
+  mid-step resets its connections): waits up to the heartbeat timeout for the heartbeat to
+  confirm a lost process, which ends this one with its one line. Returns otherwise."""
+  beat = _Heartbeat._running
+  text = str(error)
+  if beat is None or not any(s in text for s in ('Gloo', 'Connection reset', 'UNAVAILABLE',
+                                                 'DEADLINE_EXCEEDED', 'Connection closed')):
+    return
+  beat.lost.wait(1.5 * beat.timeout + 5)
 
 
 def is_main_process() -> bool:
@@ -238,6 +396,61 @@ def local_devices(num: int | None = None) -> list:
       raise ConfigError(f'Asked for {num} devices; this host has {len(devices)}.')
     devices = devices[:num]
   return devices
+
+
+def _format_bytes(n: float) -> str:
+  for unit in ('B', 'KiB', 'MiB', 'GiB'):
+    if n < 1024:
+      break
+    n /= 1024
+  return f'{n:.0f} B' if unit == 'B' else f'{n:.1f} {unit}'
+
+
+def device_memory(device) -> tuple[int, str] | None:
+  """(bytes of memory, where the figure comes from) of ``device``: ``SCORE_SDE_DEVICE_MEMORY``
+  if set, else what the device reports (GPU / TPU); None if neither (CPU)."""
+  configured = os.environ.get(ENV_DEVICE_MEMORY)
+  if configured:
+    match = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*', configured, re.I)
+    if not match:
+      raise ConfigError(f"{ENV_DEVICE_MEMORY}={configured!r}: give bytes, e.g. '16G' or '512M'.")
+    power = ' KMGT'.index(match.group(2).upper() or ' ')
+    return int(float(match.group(1)) * 1024 ** power), ENV_DEVICE_MEMORY
+  stats = device.memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return int(stats['bytes_limit']), 'its memory'
+  return None
+
+
+def check_memory(compiled, what: str, asked: str, advice: str) -> None:
+  """``OutOfMemoryError`` if the compiled (``jit(...).lower(...).compile()``) step needs more
+  memory per device than ``device_memory`` says a device has: arguments, outputs and
+  temporaries of XLA's memory analysis, less what donation reuses. The message says ``what``
+  ('The train step'), what was ``asked`` ('training.batch_size=512, 64 per device') and
+  ``advice``: the settings that reduce it."""
+  device = jax.local_devices()[0]
+  limit = device_memory(device)
+  stats = compiled.memory_analysis() if limit is not None else None
+  if stats is None:
+    return
+  need = max(getattr(stats, 'peak_memory_in_bytes', 0),
+             stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  if need > limit[0]:
+    raise OutOfMemoryError(
+        f'{what} needs {_format_bytes(need)} per device ({asked}); {device.platform}:{device.id} '
+        f'has {_format_bytes(limit[0])} ({limit[1]}). {advice}')
+
+
+def out_of_memory(error: BaseException, what: str, asked: str,
+                  advice: str) -> OutOfMemoryError | None:
+  """The one-line ``OutOfMemoryError`` for XLA's out-of-memory error at run time (the check
+  before the first step could not know: no ``device_memory``), else None."""
+  text = str(error)
+  if 'RESOURCE_EXHAUSTED' not in text and 'Out of memory' not in text:
+    return None
+  return OutOfMemoryError(f'{what} ran out of device memory ({asked}): '
+                          f'{text.strip().splitlines()[0][:200]}. {advice}')
 
 
 def make_mesh(devices: Sequence | None = None) -> Mesh:

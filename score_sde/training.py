@@ -22,7 +22,7 @@ import numpy as np
 import tqdm
 
 from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
-from score_sde import parallel, plotting, reporting, sde_lib, train_state
+from score_sde import parallel, plotting, reporting, sde_lib, stop_signals, train_state
 from score_sde.checkpointing import identity
 from score_sde.errors import ConfigError
 
@@ -51,25 +51,6 @@ def chunk_sizes(start: int, stop: int, n: int) -> list[int]:
   first = min(-(-start // n) * n, stop)
   last = max(first, stop // n * n)
   return [1] * (first - start) + [n] * ((last - first) // n) + [1] * (stop - last)
-
-
-@dataclasses.dataclass
-class _Stop:
-  """Set by SIGTERM / SIGINT; the loop checks it between steps."""
-  signal: int | None = None
-
-  def __call__(self, signum, frame):
-    self.signal = signum
-
-
-def _install_signal_handlers(stop: _Stop):
-  previous = {}
-  for sig in (signal.SIGTERM, signal.SIGINT):
-    try:
-      previous[sig] = signal.signal(sig, stop)
-    except ValueError:  # not the main thread: leave signals alone
-      pass
-  return previous
 
 
 class _Writer:
@@ -133,6 +114,8 @@ class Job:
   on_snapshot: Callable | None = None
   log_metrics: tuple[str, ...] = ('loss',)
   batch_size: int = 0
+  batch_key: str = 'training.batch_size'      # named when the step does not fit the memory
+  memory_options: str = ''                    # ... with these other ways to reduce it
 
 
 def train_and_evaluate(config, workdir: str,
@@ -167,8 +150,16 @@ def train_and_evaluate(config, workdir: str,
             rng=(init_rng, train_rng, eval_rng), eval_step=eval_step, eval_iter=eval_iter,
             config=config,
             tensorboard_dir=os.path.join(workdir, 'tensorboard'), on_snapshot=on_snapshot,
-            log_metrics=('loss', 'grad_norm'), batch_size=tc.batch_size)
+            log_metrics=('loss', 'grad_norm'), batch_size=tc.batch_size,
+            memory_options=_memory_options(config.model))
   return run(job, mesh, workdir)
+
+
+def _memory_options(model) -> str:
+  """'set model.remat=True or model.dtype='bfloat16'': what is not yet on."""
+  options = ([] if model.get('remat') else ['model.remat=True'])
+  options += [] if model.get('dtype', 'float32') == 'bfloat16' else ["model.dtype='bfloat16'"]
+  return f'set {" or ".join(options)}' if options else ''
 
 
 def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
@@ -188,6 +179,7 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
   ckpt = checkpointing.Checkpointer(job.checkpoint_dir,
                                     keep_period=sc.snapshot_freq if sc.keep_snapshots else None)
   has_checkpoint = ckpt.latest_step() is not None
+  parallel.set_lost_process_note(lambda: checkpointing.resume_note(ckpt.directory))
   if has_checkpoint:
     p_state, data_state = ckpt.restore(p_state, config=job.config)
     if 'train' in data_state:
@@ -196,6 +188,14 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
       job.eval_iter.set_state(data_state['eval'])
     reporting.say(f'Resumed from step {int(p_state.step)} in {ckpt.directory}.')
   start_step = int(p_state.step)
+  previous_handlers = stop_signals.install()
+  if bool(parallel.any_process(stop_signals.received() is not None)):   # during start-up
+    ckpt.close()
+    stop_signals.restore(previous_handlers)
+    reporting.say(f'{_stop_reason()} during start-up: stopping before the first step (nothing '
+                  'to save).')
+    parallel.finish_heartbeat()
+    return parallel.to_local(p_state)
   if parallel.is_main_process() and job.config is not None and workdir is not None:
     identity.write_config_json(job.config, workdir, has_checkpoint)   # the run has started
   if jax.process_count() > 1:
@@ -206,8 +206,6 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
   train_batches = parallel.Prefetcher(job.train_iter, mesh, sizes)
   agreed_stop = parallel.AgreedFlag()
   writer = _Writer(job.tensorboard_dir) if job.tensorboard_dir else None
-  stop = _Stop()
-  previous_handlers = _install_signal_handlers(stop)
   finite = jnp.array(True)
   last_saved = start_step if has_checkpoint else None
 
@@ -233,12 +231,20 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
   bar = tqdm.tqdm(total=sc.n_iters, initial=start_step, disable=not sys.stderr.isatty(),
                   dynamic_ncols=True, desc=job.name)
   t0, s0 = time.time(), start_step
+  memory = (f'The {job.name} step',
+            f'{job.batch_key}={job.batch_size}, {job.batch_size // mesh.size} per device',
+            f'Lower {job.batch_key}' + (f', or {job.memory_options}' if job.memory_options else '')
+            + '.')
   try:
-    step = start_step
+    step, checked = start_step, set()
     for n in sizes:
+      batch = next(train_batches)
+      if n not in checked:   # compiled now: does it fit the device memory?
+        parallel.check_memory(p_train_steps[n].compile(p_state, batch, train_rng), *memory)
+        checked.add(n)
       # Batches arrive on the devices ahead of time (Prefetcher); nothing here waits for the
       # devices except logging, so the host runs ahead and the devices never idle.
-      p_state, metrics = p_train_steps[n](p_state, next(train_batches), train_rng)
+      p_state, metrics = p_train_steps[n](p_state, batch, train_rng)
       step += n
       finite = finite & jnp.all(jnp.isfinite(metrics['loss']))
       bar.update(n)
@@ -266,22 +272,35 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
         save(step)
       if job.on_snapshot is not None and (step % sc.snapshot_freq == 0 or step == sc.n_iters):
         job.on_snapshot(p_state, step)
-      if agreed_stop.update(stop.signal is not None):   # all hosts stop at the same step
+      if agreed_stop.update(stop_signals.received() is not None):   # all hosts stop together
         if last_saved != step:   # the signal may have landed during this step's own save
           save(step)
-        who = (f'{signal.Signals(stop.signal).name} received' if stop.signal
-               else 'Another host received a stop signal')
-        reporting.say(f'{who}: saved step {step}; stopping.', bar)
+        reporting.say(f'{_stop_reason()}: saved step {step}; stopping.', bar)
         break
+  except errors.ScoreSDEError:
+    raise
+  except Exception as e:
+    too_big = parallel.out_of_memory(e, *memory)
+    if too_big is not None:
+      raise too_big from e
+    raise
   finally:
     train_batches.close()
     bar.close()
     ckpt.close()
     if writer is not None:
       writer.close()
-    for sig, handler in previous_handlers.items():
-      signal.signal(sig, handler)
+    stop_signals.restore(previous_handlers)
+    stop_signals.clear()   # a signal after the last step's check: the job is over anyway
+  parallel.finish_heartbeat()
   return parallel.to_local(p_state)
+
+
+def _stop_reason() -> str:
+  """'SIGTERM received' (this host), or that another host was signalled; clears the signal."""
+  sig = stop_signals.received()
+  stop_signals.clear()
+  return f'{signal.Signals(sig).name} received' if sig else 'Another host received a stop signal'
 
 
 def _snapshot_samples(config, sample_fn, p_state, step, *, rng, workdir):

@@ -23,9 +23,12 @@ snapshots, ``training.snapshot_freq``) is kept forever.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import logging as std_logging
 import os
 import re
+import shutil
 import sys
 from typing import Any
 
@@ -40,6 +43,27 @@ from score_sde.checkpointing import identity
 
 class CheckpointError(errors.ScoreSDEError, RuntimeError):
   """A checkpoint is missing, incomplete, unreadable or does not match the model being restored."""
+
+
+class DiskFullError(errors.ScoreSDEError, OSError):
+  """A checkpoint could not be written because its disk is full."""
+
+
+_DISK_FULL = ('No space left on device', "os_error_code='28'", 'Disk quota exceeded')
+
+
+def _is_disk_full(error: BaseException | None) -> bool:
+  """Whether ``error`` or an exception it was raised from is ENOSPC / EDQUOT (TensorStore's
+  errors are ValueErrors naming the OS error)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(s in str(error) for s in _DISK_FULL):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -70,22 +94,27 @@ _ABANDONED_READ = 'Encountered error while reading array'
 
 def _is_abandoned_read(error: BaseException | None) -> bool:
   return ((isinstance(error, RuntimeError) and str(error) == 'Event loop is closed')
-          or _ABANDONED_READ in str(error))
+          or _ABANDONED_READ in str(error) or _is_disk_full(error))
 
 
 class _AbandonedReadLogFilter(std_logging.Filter):
+  """Drops the log records of failures that are reported as one ``CheckpointError`` /
+  ``DiskFullError``: abandoned reads, and every write of a save that ran out of disk space
+  (orbax logs each failed thread with its traceback)."""
+
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return _ABANDONED_READ not in record.getMessage()
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
+    return _ABANDONED_READ not in text and not any(s in text for s in _DISK_FULL)
 
 
-std_logging.getLogger('asyncio').addFilter(_AbandonedReadLogFilter())
+for _name in ('asyncio', 'absl'):
+  std_logging.getLogger(_name).addFilter(_AbandonedReadLogFilter())
 
 
-@contextlib.contextmanager
-def _drop_abandoned_reads():
-  """Drops the abandoned reads' reports from ``sys.unraisablehook`` and ``sys.excepthook``
-  during a restore and, if the restore fails, after it (the reads outlive it); everything else
-  reaches the old hooks."""
+def _install_dropping_hooks() -> tuple[tuple, tuple]:
+  """Puts hooks before ``sys.unraisablehook`` and ``sys.excepthook`` that drop the reports
+  ``_is_abandoned_read`` recognises and pass everything else on; returns (the new hooks, the
+  old ones)."""
   previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
 
   def unraisable(report):
@@ -96,12 +125,31 @@ def _drop_abandoned_reads():
     if not _is_abandoned_read(error):
       previous_except(kind, error, tb)
   sys.unraisablehook, sys.excepthook = unraisable, excepthook
+  return (unraisable, excepthook), (previous_unraisable, previous_except)
+
+
+@contextlib.contextmanager
+def _drop_abandoned_reads():
+  """Drops the abandoned reads' reports during a restore and, if the restore fails, after it
+  (the reads outlive it); everything else reaches the old hooks."""
+  (unraisable, excepthook), (previous_unraisable, previous_except) = _install_dropping_hooks()
   yield
   # Reached only when the restore succeeded: nothing is left reading.
   if sys.unraisablehook is unraisable:
     sys.unraisablehook = previous_unraisable
   if sys.excepthook is excepthook:
     sys.excepthook = previous_except
+
+
+_save_reports_dropped = []
+
+
+def _drop_save_reports() -> None:
+  """From the first save on, the reports of a save's failed background writes (each thread's
+  traceback) are dropped: the failure is raised once, as ``DiskFullError``, where the save is
+  waited for."""
+  if not _save_reports_dropped:
+    _save_reports_dropped.append(_install_dropping_hooks())
 
 
 # Orbax on CPU/TPU saves a replicated array "replica-parallel": each device's copy is cut into
@@ -151,7 +199,32 @@ class Checkpointer:
                  data=ocp.args.JsonSave(data_state or {}))
     if config is not None:
       items['config'] = ocp.args.JsonSave(identity.config_to_dict(config))
-    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    _drop_save_reports()
+    with self._disk_full_as_one_line(step):   # an earlier save's failure surfaces here too
+      self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  @contextlib.contextmanager
+  def _disk_full_as_one_line(self, step: int | None):
+    """A save that ran out of disk space (this one, or an earlier asynchronous one that fails
+    now) becomes one ``DiskFullError`` naming the step lost and the steps intact; its partial
+    files are removed."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001
+      if not _is_disk_full(e):
+        raise
+      partial = glob.glob(os.path.join(self.directory, '*.orbax-checkpoint-tmp*'))
+      lost = sorted({int(m.group(1)) for p in partial
+                     if (m := re.match(r'(\d+)\.', os.path.basename(p)))}) or [step]
+      for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+      self._failed = True
+      intact = complete_steps(self.directory)
+      kept = (f'steps {", ".join(map(str, intact))} are intact' if len(intact) > 1 else
+              f'step {intact[0]} is intact' if intact else 'no checkpoint was written before')
+      raise DiskFullError(
+          f'The disk is full at {self.directory}: step {", ".join(map(str, lost))} was not '
+          f'saved; {kept}. Free some space and rerun the same command to resume.') from None
 
   def stored_config(self, step: int) -> dict | None:
     """The config stored with checkpoint ``step`` as a nested dict (None for older ones)."""
@@ -243,10 +316,17 @@ class Checkpointer:
             f'config it was trained with.')
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._disk_full_as_one_line(None):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the last save; after a ``DiskFullError`` it only releases the manager."""
+    if getattr(self, '_failed', False):
+      with contextlib.suppress(Exception):
+        self._manager.close()
+      return
+    with self._disk_full_as_one_line(None):
+      self._manager.wait_until_finished()
     self._manager.close()
 
 
@@ -311,18 +391,39 @@ def load_classifier(config, workdir: str):
   return classifier, state.params
 
 
-def check_workdir(workdir: str) -> None:
-  """A run can write into ``workdir``: it is a directory, or can be made as one."""
+def complete_steps(directory: str) -> list[int]:
+  """The steps of the complete checkpoints in ``directory``, from the file system alone (no
+  orbax call, no collective: usable while other processes are gone). Orbax writes a checkpoint
+  under a temporary name and renames it to its step when complete."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def resume_note(directory: str) -> str:
+  """'The last complete checkpoint is step N in <directory>; ...' for a message."""
+  steps = complete_steps(directory)
+  if not steps:
+    return f'There is no complete checkpoint in {directory}; a rerun starts afresh.'
+  return (f'The last complete checkpoint is step {steps[-1]} in {directory}; rerun the same '
+          'command to resume from it.')
+
+
+def check_workdir(workdir: str, flag: str = '--workdir') -> None:
+  """A run can write into ``workdir`` (given as ``flag``): it is a directory, or can be made as
+  one, on a writable file system."""
   path = os.path.abspath(workdir)
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
     what = 'is a file' if existing == path else f'is under {existing}, a file'
-    raise errors.ConfigError(f'--workdir {workdir} {what}; give a directory (it is created if '
+    raise errors.ConfigError(f'{flag} {workdir} {what}; give a directory (it is created if '
                              'missing).')
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise errors.ConfigError(f'--workdir {workdir}: {existing} is not writable.')
+    read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+    raise errors.ConfigError(f'{flag} {workdir}: {existing} is not writable'
+                             f'{" (a read-only file system)" if read_only else ""}.')
 
 
 def check_run_config(config, workdir: str) -> None:
