@@ -42,6 +42,16 @@ def tiny_toy_config(**training_overrides):
   return config
 
 
+def file_stats(directory) -> dict:
+  """path -> (size, mtime) of every file under ``directory``: what 'nothing changed' means."""
+  found = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      st = os.stat(os.path.join(root, name))
+      found[os.path.join(root, name)] = (st.st_size, st.st_mtime_ns)
+  return found
+
+
 def assert_trees_equal(a, b):
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
 

@@ -53,15 +53,6 @@ def run_cli(capsys, script, *args):
   return code, out, err
 
 
-def _files(directory):
-  """path -> (size, mtime) of every file under ``directory``: what 'nothing changed' means."""
-  found = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      st = os.stat(os.path.join(root, name))
-      found[os.path.join(root, name)] = (st.st_size, st.st_mtime_ns)
-  return found
-
 
 def _scalars(logdir, tag):
   """{step: value} of one TensorBoard scalar (TFRecord framing, Event protos)."""
@@ -147,12 +138,12 @@ BAD_TRAIN_INPUTS = [
 @pytest.mark.parametrize('args,expected', BAD_TRAIN_INPUTS,
                          ids=[a[-1].split('.')[-1] for a, _ in BAD_TRAIN_INPUTS])
 def test_bad_input_is_one_short_message_and_changes_nothing(capsys, reference, args, expected):
-  before = _files(reference)
+  before = helpers.file_stats(reference)
   code, _, err = run_cli(capsys, 'train.py', CONFIG, f'--workdir={reference}', *TINY, *args)
   assert code == 2, err
   assert err.startswith('Error: ') and len(err.splitlines()) == 1 and len(err) < 400, err
   assert expected in err, err
-  assert _files(reference) == before
+  assert helpers.file_stats(reference) == before
 
 
 @pytest.mark.parametrize('args,expected', [
@@ -169,11 +160,11 @@ def test_bad_input_is_one_short_message_and_changes_nothing(capsys, reference, a
      "--config.sampling.snr has no effect with sampling.corrector='none'"),
 ])
 def test_sample_bad_input(capsys, reference, args, expected):
-  before = _files(reference)
+  before = helpers.file_stats(reference)
   config, args = (args[:1], args[1:]) if args[0].startswith('--config=') else ([CONFIG], args)
   code, _, err = run_cli(capsys, 'sample.py', *config, f'--workdir={reference}', *TINY, *args)
   assert code == 2 and expected in err and len(err.splitlines()) == 1, err
-  assert _files(reference) == before
+  assert helpers.file_stats(reference) == before
 
 
 def test_every_shipped_config_passes_the_checks():

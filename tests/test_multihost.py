@@ -7,6 +7,7 @@ import contextlib
 import glob
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from score_sde.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 900   # seconds for one launch on a (very) loaded 2-core machine; a hang still fails
+HEARTBEAT = 10  # seconds: the crashed launch's survivor counts its peer as lost after this
 
 # The tiny MLP run; every value also goes on the launched processes' command line. Adam's eps is
 # raised from 1e-8 so that rounding differences in near-zero gradients (another all-reduce or
@@ -47,15 +49,18 @@ def tiny_config(n_iters, **extra):
   return config
 
 
-def launch(workdir, n_iters, cache_dir, **extra):
-  """Starts 2 processes x 4 devices training the tiny config in ``workdir``; returns the Popen."""
+def launch(workdir, n_iters, cache_dir, grace=3, heartbeat=None, **extra):
+  """Starts 2 processes x 4 devices training the tiny config in ``workdir``; returns the Popen.
+  ``heartbeat``: seconds of silence after which a process counts as lost (default 60)."""
   flags = [f'--config.{k}={v}' for k, v in {**TINY, **extra, 'training.n_iters': n_iters}.items()]
   cmd = [sys.executable, '-m', 'score_sde.launch', '--num_processes=2', '--local_devices=4',
-         '--grace=3', f'--log_dir={workdir}/logs', '--', 'train.py',
+         f'--grace={grace}', f'--log_dir={workdir}/logs', '--', 'train.py',
          '--config=configs/vp/toy_spiral.py', f'--workdir={workdir}', *flags]
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', PYTHONPATH=ROOT,
              XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'])   # launch adds the device count
+  if heartbeat is not None:
+    env[parallel.ENV_HEARTBEAT_TIMEOUT] = str(heartbeat)
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
 
@@ -141,7 +146,8 @@ def runs(tmp_path_factory):
   cache = tmp / 'jax_cache'
   w2, wd, w1, w3 = (str(tmp / n) for n in ('two', 'crash', 'one', 'one_to_two'))
   big = 100000
-  a, d = launch(w2, big, cache), launch(wd, big, cache)
+  # D: the survivor must notice the lost process itself (heartbeat), before any SIGKILL.
+  a, d = launch(w2, big, cache), launch(wd, big, cache, grace=60, heartbeat=HEARTBEAT)
   try:
     ckpt_dir = checkpointing.checkpoint_dir(w2)
     wait_for(lambda: any(n.isdigit() for n in os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir)
@@ -226,9 +232,23 @@ def test_only_process_zero_writes_logs_and_pictures(runs):
   assert len(glob.glob(os.path.join(runs['w3'], 'tensorboard', '*'))) == 2   # R's and C's
 
 
-def test_crash_of_one_host_leaves_no_complete_looking_checkpoint(runs):
-  assert runs['rc_d'] != 0
-  assert runs['crash_exit_s'] < 60, 'the surviving process must not hang'
+def test_crash_of_one_host_is_reported_and_leaves_no_complete_looking_checkpoint(runs):
+  """Process 1 SIGKILLed mid-save: the launcher names it and how it ended; the survivor, stuck
+  waiting for it, notices within the heartbeat timeout and says so in one line naming the last
+  complete checkpoint, with the status that means 'rerun to resume'."""
+  assert runs['rc_d'] == 128 + signal.SIGKILL
+  assert re.fullmatch(r'Error: process 1 of 2 \(pid \d+\) was killed by SIGKILL; stopping the '
+                      r'others\.\n', runs['out_d']), runs['out_d']
+  assert runs['crash_exit_s'] < HEARTBEAT + 30, 'the surviving process must not hang'
+  with open(os.path.join(runs['wd'], 'logs', 'process_0.log')) as f:
+    survivor = f.read()
+  errors = [line for line in survivor.splitlines() if line.startswith('Error')]
+  assert len(errors) == 1 and 'Traceback' not in survivor, survivor[-3000:]
+  assert errors[0].startswith(f'Error: lost process 1 of 2 (no heartbeat for ')
+  ckpt_dir = checkpointing.checkpoint_dir(runs['wd'])
+  steps = checkpointing.complete_steps(ckpt_dir)
+  assert (f'The last complete checkpoint is step {steps[-1]} in {ckpt_dir}' if steps else
+          f'There is no complete checkpoint in {ckpt_dir}') in errors[0], errors[0]
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(runs['wd']), read_only=True)
   for step in ckpt.all_steps():      # every checkpoint orbax lists is complete and readable
     state, data = restore(runs['wd'], step)
