@@ -7,7 +7,8 @@ Errors in the config or the command line are one line on stderr (``--traceback``
 """
 from score_sde import stop_signals
 
-stop_signals.install()   # first: a SIGTERM while JAX is imported below stops the run cleanly
+if __name__ == '__main__':
+  stop_signals.install()   # first: a SIGTERM while JAX is imported below stops the run cleanly
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -49,9 +49,10 @@ def restore(previous: dict) -> None:
 
 
 def release() -> None:
-  """Default handlers again; a signal recorded meanwhile is delivered now (ends the process)."""
-  restore({sig: signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler
-           for sig in SIGNALS})
+  """Python's default handlers again where ``install()``'s are; a signal recorded meanwhile is
+  delivered now (it ends the process, as it would have without ``install()``)."""
+  defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+  restore({sig: handler for sig, handler in defaults.items() if signal.getsignal(sig) is _record})
   pending = received()
   clear()
   if pending is not None:

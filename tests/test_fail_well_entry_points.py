@@ -12,7 +12,6 @@ import json
 import os
 import re
 import runpy
-import shlex
 import shutil
 import signal
 import socket
@@ -218,20 +217,6 @@ def _env():
               XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'])
 
 
-def _in_mount_namespace(setup: str, command: list[str]) -> list[str]:
-  """``command`` after the shell lines ``setup`` (mounts) in a private mount namespace."""
-  return ['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c',
-          f'{setup} && exec "$@"', 'sh', *command]
-
-
-def _mount_namespaces_work(tmp_path) -> bool:
-  if shutil.which('unshare') is None:
-    return False
-  probe = subprocess.run(_in_mount_namespace(f'mount -t tmpfs -o size=64k tmpfs {tmp_path}',
-                                             ['true']), capture_output=True)
-  return probe.returncode == 0
-
-
 def test_sigterm_at_start_up_is_not_lost(tmp_path):
   """SIGTERM as soon as train.py can catch it (long before JAX is imported): the run stops
   before its first step, exits 0, and writes no checkpoint."""
@@ -255,51 +240,69 @@ def test_sigterm_at_start_up_is_not_lost(tmp_path):
   assert time.monotonic() - t_signal < 120
 
 
-def test_read_only_workdir_is_checked_before_any_work(tmp_path, run_dir):
-  """sample.py and --mode=eval on a workdir they cannot write: one line before any work (not
-  an OSError after it). Read-only: a read-only bind mount, or for a non-root user chmod."""
-  if os.geteuid() != 0:
-    os.chmod(run_dir, 0o555)
-    wrap = list
-  elif _mount_namespaces_work(tmp_path):
-    def wrap(command):
-      return _in_mount_namespace(f'mount --bind {run_dir} {run_dir} && '
-                                 f'mount -o remount,bind,ro {run_dir}', command)
-  else:
-    pytest.skip('needs a non-root user or mount namespaces (unshare) for a read-only workdir')
-  try:
-    for args, expected in (
-        (['sample.py', *RUN, f'--workdir={run_dir}'], f'--outdir {run_dir}/samples: {run_dir} '),
-        (['train.py', '--mode=eval', *RUN, f'--workdir={run_dir}',
-          '--config.eval.enable_loss=True'], f'--workdir {run_dir}: {run_dir} ')):
-      result = subprocess.run(wrap([sys.executable, *args]), cwd=ROOT, env=_env(),
-                              capture_output=True, text=True, timeout=300)
-      assert_one_line(result.returncode, result.stderr, expected + 'is not writable')
-  finally:
-    os.chmod(run_dir, 0o755)
+# In a mount namespace (``unshare``: root, or a user with user namespaces): the run's workdir
+# bound read-only and a 1 MiB tmpfs. One interpreter runs the three commands in turn, each as
+# ``cli.run`` of its entry point; the tmpfs is listed from inside before it disappears.
+_DRIVER = """
+import contextlib, io, json, os, sys
+sys.path.insert(0, 'tests')
+import helpers
+from score_sde import cli
+commands, listed = json.loads(sys.argv[1]), sys.argv[2]   # cli.run replaces sys.argv
+results = []
+for argv in commands:
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    main = helpers.entry_point(argv[0]).main
+    try:
+      cli.run(main, argv=argv)
+    except SystemExit as e:
+      results.append([e.code or 0, err.getvalue()])
+listing = sorted(os.listdir(listed))
+print('RESULTS', json.dumps([results, listing]))
+"""
+
+
+@pytest.fixture(scope='module')
+def namespace_runs(run_dir, tmp_path_factory):
+  namespace = ['unshare', '--user', '--map-root-user', '--mount']
+  if shutil.which('unshare') is None or subprocess.run([*namespace, 'true']).returncode:
+    pytest.skip('needs mount namespaces (unshare) for a read-only workdir and a full disk')
+  disk = str(tmp_path_factory.mktemp('disk'))
+  workdir = os.path.join(disk, 'run')
+  commands = [
+      ['sample.py', *RUN, f'--workdir={run_dir}'],
+      ['train.py', '--mode=eval', *RUN, f'--workdir={run_dir}', '--config.eval.enable_loss=True'],
+      ['train.py', *RUN, f'--workdir={workdir}', '--config.training.n_iters=400',
+       '--config.training.log_freq=100', '--config.training.eval_freq=1000']]
+  setup = (f'mount --bind {run_dir} {run_dir} && mount -o remount,bind,ro {run_dir} && '
+           f'mount -t tmpfs -o size=1m tmpfs {disk}')
+  result = subprocess.run(
+      [*namespace, 'sh', '-c', f'{setup} && exec "$@"', 'sh', sys.executable, '-c', _DRIVER,
+       json.dumps(commands), f'{workdir}/checkpoints'],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+  assert 'RESULTS' in result.stdout, result.stderr[-3000:]
+  (sample, evaluate, train), listing = json.loads(result.stdout.split('RESULTS', 1)[1])
+  return dict(sample=sample, eval=evaluate, train=train, listing=listing, workdir=workdir)
+
+
+def test_read_only_workdir_is_checked_before_any_work(namespace_runs, run_dir):
+  """sample.py and --mode=eval on a workdir they cannot write: one line before any work, not
+  an OSError after it."""
+  assert_one_line(*namespace_runs['sample'], f'--outdir {run_dir}/samples: {run_dir} is not '
+                  'writable (a read-only file system).')
+  assert_one_line(*namespace_runs['eval'], f'--workdir {run_dir}: {run_dir} is not writable')
   assert not os.path.exists(os.path.join(run_dir, 'samples'))
   assert not os.path.exists(os.path.join(run_dir, 'eval'))
 
 
-def test_disk_full_during_a_save_is_one_line_and_keeps_the_earlier_steps(tmp_path):
-  """A 1 MiB file system (tmpfs in a mount namespace) fills up after a few checkpoints of the
-  tiny run; the checkpoints are listed from inside the namespace afterwards."""
-  if not _mount_namespaces_work(tmp_path):
-    pytest.skip('needs mount namespaces (unshare) for a small file system')
-  disk = tmp_path / 'disk'
-  disk.mkdir()
-  workdir = disk / 'run'
-  train = [sys.executable, 'train.py', *RUN, f'--workdir={workdir}',
-           '--config.training.n_iters=400', '--config.training.log_freq=100',
-           '--config.training.eval_freq=1000']
-  script = f'{shlex.join(train)}; s=$?; echo "listing: $(ls {workdir}/checkpoints)"; exit $s'
-  result = subprocess.run(
-      _in_mount_namespace(f'mount -t tmpfs -o size=1m tmpfs {disk}', ['sh', '-c', script]),
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-  err = result.stderr
-  assert_one_line(result.returncode, err, f'The disk is full at {workdir}/checkpoints: step ')
+def test_disk_full_during_a_save_is_one_line_and_keeps_the_earlier_steps(namespace_runs):
+  """The 1 MiB disk fills after a few checkpoints of the tiny run: the checkpoint that did not
+  fit is named, its partial files are gone, the earlier ones are listed as intact."""
+  code, err = namespace_runs['train']
+  directory = os.path.join(namespace_runs['workdir'], 'checkpoints')
+  assert_one_line(code, err, f'The disk is full at {directory}: step ')
   match = re.search(r'step (\d+) was not saved; steps? ([\d, ]+) (are|is) intact\.', err)
   assert match, err
   lost, intact = int(match.group(1)), [int(s) for s in match.group(2).split(', ')]
-  on_disk = result.stdout.split('listing:')[1].split()
-  assert sorted(map(int, on_disk)) == intact and intact == list(range(4, lost, 4)), result.stdout
+  assert sorted(map(int, namespace_runs['listing'])) == intact == list(range(4, lost, 4))
