@@ -66,6 +66,7 @@ class SampleFn:
   def __init__(self, per_device: Callable, mesh, batch_size: int, input_keys: tuple[str, ...]):
     self.mesh, self.batch_size, self.input_keys = mesh, batch_size, input_keys
     self._step = parallel.sampling_step(per_device, mesh)
+    self._fits = False
 
   def put_params(self, params: Any) -> Any:
     return parallel.replicate_global(params, self.mesh)
@@ -79,7 +80,15 @@ class SampleFn:
     self._step.compile(*self._args(params, inputs, rng))
 
   def __call__(self, params, inputs, rng) -> tuple[np.ndarray, int]:
-    samples, nfe = self._step(*self._args(params, inputs, rng))
+    args = self._args(params, inputs, rng)
+    if not self._fits:   # the first call compiles: does it fit the device memory?
+      parallel.check_memory(
+          self._step.compile(*args), 'Sampling',
+          f'sampling.batch_size={self.batch_size}, {self.batch_size // self.mesh.size} per device',
+          "Lower sampling.batch_size (more samples are drawn in more calls), or set "
+          "model.dtype='bfloat16'.")
+      self._fits = True
+    samples, nfe = self._step(*args)
     return parallel.fetch(samples), int(np.asarray(parallel.to_local(nfe)))
 
 

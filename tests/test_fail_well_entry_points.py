@@ -197,10 +197,18 @@ def test_bad_experiment_specs_are_one_line(capsys, tmp_path):
   assert not os.path.exists(tmp_path / 'x')
 
 
-def test_batch_too_big_for_the_device_memory_is_one_line(capsys, monkeypatch, tmp_path):
+def test_batch_too_big_for_the_device_memory_is_one_line(capsys, monkeypatch, run_dir, tmp_path):
   """A small configured device memory stands in for a big batch on a real accelerator: the
-  compiled step's memory analysis is compared with it before the first step."""
+  compiled step's memory analysis is compared with it before the first step (sample.py: the
+  first call)."""
   monkeypatch.setenv(parallel.ENV_DEVICE_MEMORY, '4K')
+  code, _, err = run_cli(capsys, 'sample.py', *RUN, f'--workdir={run_dir}',
+                         f'--outdir={tmp_path}/samples', '--config.sampling.method=pc',
+                         '--config.sampling.num_steps=2')
+  assert_one_line(code, err, 'Sampling needs ')
+  assert re.search(r'per device \(sampling\.batch_size=64, 8 per device\); \S+ has 4\.0 KiB '
+                   rf'\({parallel.ENV_DEVICE_MEMORY}\)\. Lower sampling\.batch_size', err), err
+  assert not os.path.exists(tmp_path / 'samples')
   code, _, err = run_cli(capsys, 'train.py', *RUN, f'--workdir={tmp_path}')
   assert_one_line(code, err, 'The train step needs ')
   assert re.search(r'per device \(training\.batch_size=64, 8 per device\); \S+ has 4\.0 KiB '
