@@ -8,6 +8,7 @@ train.py / sample.py / the experiments' ``__main__``, as a user's command line) 
 everything, and as subprocesses where the case is the process itself: a signal before the
 handlers of the training loop exist, a read-only or full file system (a mount namespace).
 """
+import errno
 import json
 import os
 import re
@@ -215,6 +216,17 @@ def test_batch_too_big_for_the_device_memory_is_one_line(capsys, monkeypatch, ru
                    rf'\({parallel.ENV_DEVICE_MEMORY}\)\. Lower training\.batch_size, or set '
                    r"model\.remat=True or model\.dtype='bfloat16'", err), err
   assert not os.path.exists(tmp_path / 'checkpoints' / '4')
+
+
+def test_a_write_that_fails_late_is_one_line(capsys, monkeypatch, run_dir, tmp_path):
+  """A disk that fills after the up-front checks (here: when sample.py writes its samples)."""
+  def full(path, *args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+  monkeypatch.setattr(np, 'savez_compressed', full)
+  code, _, err = run_cli(capsys, 'sample.py', *RUN, f'--workdir={run_dir}',
+                         f'--outdir={tmp_path}', '--config.sampling.method=pc',
+                         '--config.sampling.num_steps=2')
+  assert_one_line(code, err, f'No space left on device: {tmp_path}/samples_4.npz.')
 
 
 # ---------------------------------------------------------------------------------------------
