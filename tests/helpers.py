@@ -68,12 +68,18 @@ def _library_flags() -> set[str]:
 _BASE_FLAGS = _library_flags()
 
 
+def reset_flags() -> None:
+  """Removes the flags an entry point defined on absl's global FLAGS (--config, --workdir, ...)
+  and puts the others (--traceback, ...) back to their defaults."""
+  for name in set(flags.FLAGS) - _BASE_FLAGS:
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+
+
 def entry_point(script: str):
   """Loads train.py / sample.py afresh as a module: the flags of the previously loaded one are
   removed first, since both define --config and --workdir on absl's global FLAGS."""
-  for name in set(flags.FLAGS) - _BASE_FLAGS:
-    delattr(flags.FLAGS, name)
-  flags.FLAGS.unparse_flags()   # --traceback and the others back to their defaults
+  reset_flags()
   spec = importlib.util.spec_from_file_location(f'_entry_{script}', os.path.join(ROOT, script))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 import pytest
-from absl import flags
 
 import helpers
 from score_sde import cli, launch, parallel
@@ -57,9 +56,7 @@ def run_cli(capsys, script, *args):
 
 def run_module(capsys, module, *args):
   """(exit status, stdout, stderr) of ``python -m <module> <args>``, run in this process."""
-  helpers.entry_point('train.py')    # resets absl's flags to the entry points' base set
-  for name in ('config', 'workdir', 'mode'):
-    delattr(flags.FLAGS, name)
+  helpers.reset_flags()   # the module's __main__ defines its own
   capsys.readouterr()
 
   def run(argv):
@@ -73,7 +70,6 @@ def assert_one_line(code, err, expected, status=2):
   assert code == status, err[-3000:]
   assert err.startswith('Error: ') and err.count('\n') == 1 and len(err) < 500, err[-3000:]
   assert expected in err, err
-
 
 
 @pytest.fixture(scope='module')
