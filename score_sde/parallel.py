@@ -259,14 +259,18 @@ def finish_heartbeat() -> None:
     _Heartbeat._running = None
 
 
+# What the errors of a collective or of the coordination service say when a peer is gone.
+_PEER_FAILURES = ('gloo', 'connection', 'unavailable', 'deadline_exceeded', 'peer', 'socket',
+                  'barrier', 'coordination')
+
+
 def wait_if_process_lost(error: BaseException) -> None:
   """For an exception raised by a collective or the coordination service (a peer that died
   mid-step resets its connections): waits up to the heartbeat timeout for the heartbeat to
   confirm a lost process, which ends this one with its one line. Returns otherwise."""
   beat = _Heartbeat._running
-  text = str(error)
-  if beat is None or not any(s in text for s in ('Gloo', 'Connection reset', 'UNAVAILABLE',
-                                                 'DEADLINE_EXCEEDED', 'Connection closed')):
+  text = str(error).lower()
+  if beat is None or not any(s in text for s in _PEER_FAILURES):
     return
   beat.lost.wait(1.5 * beat.timeout + 5)
 
