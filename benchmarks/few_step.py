@@ -26,8 +26,8 @@ import numpy as np
 from configs import default_toy
 from score_sde import sampling, sde_lib
 from score_sde.datasets import toy
-from score_sde.sampling import grid_files, grid_optimisation
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.sampling import grid_optimisation
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()   # 8 modes, radius 0.8, std 0.08
 SDES = {
@@ -80,7 +80,7 @@ def grid_file(grid_dir, sde_name, sde, order, variant, num_steps, iterations):
         sde, GMM.score_fn(sde), (OPT_DRAWS, 2), num_steps, order=order, variant=variant,
         iterations=iterations)
     record['seconds'] = round(time.perf_counter() - start, 1)
-    grid_files.save_grid(path, times, sde, record)
+    grid_optimisation.save_grid(path, times, sde, record)
   return path
 
 

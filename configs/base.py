@@ -41,12 +41,14 @@ def get_base_config():
   sampling.noise_removal = True
   sampling.probability_flow = False
   sampling.num_steps = placeholder(int)              # None: sde.N
-  sampling.order = 3                     # DPM-Solver++ order
+  sampling.order = 3                     # DPM-Solver++ / UniPC order
+  sampling.unipc_variant = 'bh1'         # UniPC's B(h): 'bh1' (h) | 'bh2' (e^h - 1)
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
   sampling.eps = 1e-3                    # smallest time the samplers integrate down to
-  sampling.time_schedule = placeholder(str)          # 'uniform' | 'logsnr' | 'edm'; None: the method's own
+  sampling.time_schedule = placeholder(str)          # 'uniform' | 'logsnr' | 'edm' | 'optimised'; None: the method's own
                                          # (dpm_solver/ddim 'logsnr', heun 'edm'); pc/ode: uniform only
+  sampling.grid_path = placeholder(str)  # time_schedule='optimised': a grid file of sampling.grid_optimisation
   sampling.rho = 7.0
   sampling.S_churn = 0.0
   sampling.S_min = 0.0

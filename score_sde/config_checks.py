@@ -53,7 +53,7 @@ def _choices() -> dict[str, list]:
   """Every config key that names something, with its valid names."""
   from score_sde import likelihood, models, sampling, sde_lib, train_state
   from score_sde.models import compute, precond
-  from score_sde.sampling import correctors, predictors, schedules
+  from score_sde.sampling import correctors, predictors, schedules, unipc
   return {
       'training.sde': sorted(sde_lib.SDES),
       'model.name': sorted(models.MODELS),
@@ -65,7 +65,8 @@ def _choices() -> dict[str, list]:
       'sampling.method': sorted(sampling.METHODS),
       'sampling.predictor': sorted(predictors.PREDICTORS),
       'sampling.corrector': sorted(correctors.CORRECTORS),
-      'sampling.time_schedule': [None] + sorted(schedules.TIME_SCHEDULES),
+      'sampling.time_schedule': [None] + list(schedules.SCHEDULE_NAMES),
+      'sampling.unipc_variant': list(unipc.VARIANTS),
       'eval.likelihood_hutchinson_type': sorted(likelihood.HUTCHINSON_TYPES),
       'eval.bpd_dataset': ['train', 'test'],
   }

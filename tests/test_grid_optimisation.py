@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import sde_lib
+from configs import default_toy
+from score_sde import sampling, sde_lib
 from score_sde.datasets import toy
 from score_sde.errors import ConfigError, MissingFileError
-from score_sde.sampling import grid_files, grid_optimisation, schedules, unipc
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.sampling import grid_optimisation, schedules, unipc
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()
 VE = sde_lib.VESDE(sigma_min=0.01, sigma_max=3.0)
@@ -23,7 +24,7 @@ def grid_path(tmp_path_factory):
       ref_steps=64)
   assert record['objective_final'] < 0.1 * record['objective_init'], record
   assert np.all(np.diff(times) < 0) and times[0] == VE.T and times[-1] == 1e-3
-  return grid_files.save_grid(str(tmp_path_factory.mktemp('grid') / 'g.json'), times, VE, record)
+  return grid_optimisation.save_grid(str(tmp_path_factory.mktemp('grid') / 'g.json'), times, VE, record)
 
 
 def _z(time_schedule, grid_path=None, steps=STEPS, sde=VE):
@@ -35,6 +36,18 @@ def _z(time_schedule, grid_path=None, steps=STEPS, sde=VE):
 def test_optimised_grid_reaches_the_floor_at_5_nfe(grid_path):
   """z <= 4 is within the noise of 2,000 exact samples (test_sampling); logSNR steps are not."""
   assert _z('optimised', grid_path) <= 4.0 < _z('logsnr')
+
+
+@pytest.mark.parametrize('method,num_steps,nfe', [('dpm_solver', STEPS, STEPS),
+                                                  ('heun', STEPS + 1, 2 * STEPS + 1)])
+def test_every_fixed_grid_method_steps_on_the_grid_file(grid_path, method, num_steps, nfe):
+  """A grid of n + 1 points is n steps of DPM-Solver++ / UniPC and n + 1 levels of Heun."""
+  config = default_toy.get_config()
+  config.sampling.update(method=method, num_steps=num_steps, time_schedule='optimised',
+                         grid_path=grid_path)
+  sampler = sampling.get_sampler(config, VE, (64, 2))
+  samples, sampler_nfe = sampler(jax.random.PRNGKey(0), GMM.score_fn(VE))
+  assert int(sampler_nfe) == nfe and np.all(np.isfinite(samples))
 
 
 def test_times_of_sigma_inverts_and_differentiates():

@@ -30,6 +30,7 @@ METHOD_CASES = [
     dict(method='dpm_solver', order=3, num_steps=6),
     dict(method='ddim', num_steps=4),
     dict(method='heun', num_steps=5, S_churn=5.0),
+    dict(method='unipc', order=3, num_steps=6),
 ]
 
 

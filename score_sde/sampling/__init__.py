@@ -15,6 +15,10 @@ experiment runner read it; adding a method is its file and one entry here.
   'dpm_solver'  DPM-Solver++ multistep, ``order`` 1–3 (default schedule: uniform in logSNR)
   'ddim'        DDIM, i.e. DPM-Solver++ of order 1
   'heun'        EDM's 2nd-order Heun sampler with optional churn (default schedule: EDM rho)
+  'unipc'       UniPC multistep predictor-corrector, ``order`` 1–3, ``unipc_variant`` 'bh1' | 'bh2'
+
+The fixed-grid methods (dpm_solver, ddim, heun, unipc) also step on an optimised grid:
+``time_schedule='optimised'`` with ``grid_path`` a file of ``grid_optimisation``.
 
 Score-function and step wrappers that work with these: ``guidance`` (classifier-free and
 classifier guidance) and ``controllable_generation`` (inpainting, colorization).
@@ -26,7 +30,7 @@ from typing import Callable
 
 from score_sde.compile_once import compile_once
 from score_sde.errors import ConfigError
-from score_sde.sampling import correctors, ode, pc, predictors, solvers
+from score_sde.sampling import correctors, ode, pc, predictors, solvers, unipc
 
 
 def _num_steps(cfg, sde) -> int:
@@ -60,7 +64,7 @@ def _ode(cfg, sde, shape):
 def _dpm_solver(cfg, sde, shape, order=None):
   return solvers.get_dpm_solver_sampler(
       sde, shape, num_steps=_num_steps(cfg, sde), order=order or cfg.order, eps=cfg.eps,
-      time_schedule=cfg.time_schedule or 'logsnr', rho=cfg.rho)
+      time_schedule=cfg.time_schedule or 'logsnr', rho=cfg.rho, grid_path=cfg.grid_path)
 
 
 def _ddim(cfg, sde, shape):
@@ -71,7 +75,14 @@ def _heun(cfg, sde, shape):
   return solvers.get_heun_sampler(
       sde, shape, num_steps=_num_steps(cfg, sde), eps=cfg.eps,
       time_schedule=cfg.time_schedule or 'edm', rho=cfg.rho, S_churn=cfg.S_churn,
-      S_min=cfg.S_min, S_max=cfg.S_max, S_noise=cfg.S_noise)
+      S_min=cfg.S_min, S_max=cfg.S_max, S_noise=cfg.S_noise, grid_path=cfg.grid_path)
+
+
+def _unipc(cfg, sde, shape):
+  return unipc.get_unipc_sampler(
+      sde, shape, num_steps=_num_steps(cfg, sde), order=cfg.order, variant=cfg.unipc_variant,
+      eps=cfg.eps, time_schedule=cfg.time_schedule or 'logsnr', rho=cfg.rho,
+      grid_path=cfg.grid_path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +118,7 @@ def _pc_nfe(cfg):
           else 1) + correctors.corrector_nfe(cfg.corrector, cfg.n_steps_each)
 
 
-_SCHEDULED = ('num_steps', 'eps', 'time_schedule', 'rho')
+_SCHEDULED = ('num_steps', 'eps', 'time_schedule', 'rho', 'grid_path')
 METHODS = {
     'pc': Method(_pc, ('predictor', 'corrector', 'snr', 'n_steps_each', 'noise_removal', 'eps',
                        'num_steps', 'probability_flow', 'time_schedule'), _pc_nfe),
@@ -116,6 +127,7 @@ METHODS = {
     'ddim': Method(_ddim, _SCHEDULED, _one),
     'heun': Method(_heun, _SCHEDULED + ('S_churn', 'S_min', 'S_max', 'S_noise'),
                    lambda cfg: 2, nfe_saved=1),   # 2 num_steps - 1 evaluations
+    'unipc': Method(_unipc, _SCHEDULED + ('order', 'unipc_variant'), _one),
 }
 
 

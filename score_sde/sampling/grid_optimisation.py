@@ -17,8 +17,9 @@ function step so that gradients flow through them; the score function is differe
 as it is (an exact score or a trained network's ``score_fn``). Each step's coefficients are
 recomputed from the grid in ``jax.numpy`` by the solver's own coefficient function.
 
-Supported solvers: UniPC (``method='unipc'``, any order and variant). The grid is written with
-``grid_files.save_grid`` and read by any fixed-grid sampler (``time_schedule='optimised'``).
+Supported solvers: UniPC (``method='unipc'``, any order and variant). ``save_grid`` writes the
+grid (``grid_files``); any fixed-grid sampler reads it (``time_schedule='optimised'`` and
+``sampling.grid_path``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 
 from score_sde.errors import ConfigError
-from score_sde.sampling import schedules, unipc
+from score_sde.sampling import grid_files, schedules, unipc
 
 
 def _sigma_of_t(sde, t):
@@ -137,3 +138,9 @@ def optimise_grid(sde, score_fn, shape, num_steps: int, method: str = 'unipc', o
             'init': init, 'objective_init': losses[0], 'objective_final': best[0],
             'iterations': iterations, 'num_prior_draws': int(shape[0])}
   return times, record
+
+
+def save_grid(path: str, times, sde, optimised_for: dict) -> str:
+  """Writes ``optimise_grid``'s times (n + 1,) and record for ``sde`` to ``path`` (JSON)."""
+  return grid_files.write_grid(path, times, schedules.scaled_sigma(sde, np.asarray(times)), sde,
+                               optimised_for)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde.errors import ConfigError
+from score_sde.sampling import grid_files
 
 
 def marginal_coeffs(sde, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,12 +69,39 @@ def _times(sde, sigmas, eps):
 
 
 TIME_SCHEDULES = {'uniform': _uniform, 'logsnr': _logsnr, 'edm': _edm}
+OPTIMISED = 'optimised'   # a grid file of grid_optimisation (sampling.grid_path)
+SCHEDULE_NAMES = tuple(sorted(TIME_SCHEDULES)) + (OPTIMISED,)
 
 
-def get_time_grid(name: str, sde, num_points: int, eps: float, rho: float = 7.0) -> np.ndarray:
-  """``num_points`` decreasing times from T to eps (float64, host) on schedule ``name``."""
-  if name not in TIME_SCHEDULES:
-    raise ConfigError(f'Unknown time_schedule {name!r}; valid: {sorted(TIME_SCHEDULES)}.')
+def optimised_grid(path: str | None, sde, num_points: int, eps: float) -> np.ndarray:
+  """The times (``num_points``,) of the grid file at ``path`` (``grid_files``), checked against
+  this sampler: the same number of points, the same ends T and eps, and the same noise levels
+  sigma(t) at its times (a grid made for another SDE or noise schedule is refused)."""
+  record = grid_files.read_grid(path)
+  times = np.asarray(record['times'], np.float64)
+  made_for = record.get('optimised_for', {})
+  if times.shape[0] != num_points:
+    raise ConfigError(
+        f'Optimised time grid {path!r} has {times.shape[0]} points (made for '
+        f"{made_for.get('method', '?')} with {made_for.get('num_steps', '?')} steps); this "
+        f'sampler needs {num_points}: optimise a grid for this number of steps.')
+  if not np.isclose(times[-1], eps, rtol=1e-6, atol=0.0) or not np.isclose(times[0], sde.T):
+    raise ConfigError(f'Optimised time grid {path!r} runs from t = {times[0]:g} to '
+                      f'{times[-1]:g}; this sampler runs from {sde.T:g} to eps = {eps:g}.')
+  if not np.allclose(scaled_sigma(sde, times), record['sigmas'], rtol=1e-4):
+    raise ConfigError(f"Optimised time grid {path!r} was made for {record['sde']}, whose noise "
+                      f'levels differ from those of {grid_files.describe_sde(sde)}.')
+  return times
+
+
+def get_time_grid(name: str, sde, num_points: int, eps: float, rho: float = 7.0,
+                  grid_path: str | None = None) -> np.ndarray:
+  """``num_points`` decreasing times from T to eps (float64, host) on schedule ``name``; for
+  'optimised', those of the grid file ``grid_path``."""
+  if name not in SCHEDULE_NAMES:
+    raise ConfigError(f'Unknown time_schedule {name!r}; valid: {list(SCHEDULE_NAMES)}.')
   if num_points < 2:
     raise ConfigError(f'A time grid needs at least 2 points, got {num_points}.')
+  if name == OPTIMISED:
+    return optimised_grid(grid_path, sde, num_points, eps)
   return TIME_SCHEDULES[name](sde, num_points, eps, rho)

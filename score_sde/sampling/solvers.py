@@ -69,11 +69,12 @@ def dpm_solver_coeffs(lambdas: np.ndarray, order: int) -> tuple[np.ndarray, np.n
 
 
 def get_dpm_solver_sampler(sde, shape, num_steps: int, order: int = 3, eps: float = 1e-3,
-                           time_schedule: str = 'logsnr', rho: float = 7.0):
+                           time_schedule: str = 'logsnr', rho: float = 7.0,
+                           grid_path: str | None = None):
   """DPM-Solver++(``order``)M from T to eps in ``num_steps`` steps = ``num_steps`` NFE."""
   if order not in (1, 2, 3):
     raise ConfigError(f'DPM-Solver++ order must be one of [1, 2, 3], got {order}.')
-  ts = schedules.get_time_grid(time_schedule, sde, num_steps + 1, eps, rho)
+  ts = schedules.get_time_grid(time_schedule, sde, num_steps + 1, eps, rho, grid_path)
   m, s = _marginal_coeffs(sde, ts)
   ratios, coeffs = dpm_solver_coeffs(np.log(m / s), order)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
@@ -121,7 +122,8 @@ class _HeunLevels(NamedTuple):
 
 def get_heun_sampler(sde, shape, num_steps: int, eps: float = 1e-3, time_schedule: str = 'edm',
                      rho: float = 7.0, S_churn: float = 0.0, S_min: float = 0.0,
-                     S_max: float = float('inf'), S_noise: float = 1.0):
+                     S_max: float = float('inf'), S_noise: float = 1.0,
+                     grid_path: str | None = None):
   """EDM sampler: ``num_steps`` noise levels sigma(T) > ... > sigma(eps), then sigma = 0.
 
   Each step optionally raises sigma_i to sigma_hat = sigma_i (1 + gamma_i) by adding noise
@@ -129,7 +131,7 @@ def get_heun_sampler(sde, shape, num_steps: int, eps: float = 1e-3, time_schedul
   sigma(T) where the SDE's times end), then takes a Heun step to sigma_{i+1}; the last step, to
   sigma = 0, is Euler. NFE = 2 num_steps - 1.
   """
-  ts = schedules.get_time_grid(time_schedule, sde, num_steps, eps, rho)
+  ts = schedules.get_time_grid(time_schedule, sde, num_steps, eps, rho, grid_path)
   m, s = _marginal_coeffs(sde, ts)
   sigmas = s / m
   in_range = (sigmas >= S_min) & (sigmas <= S_max)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde.errors import ConfigError
-from score_sde.sampling import grid_files, schedules
+from score_sde.sampling import schedules
 from score_sde.sampling.solvers import denoise
 
 VARIANTS = ('bh1', 'bh2')
@@ -117,10 +117,7 @@ def get_unipc_sampler(sde, shape, num_steps: int, order: int = 3, variant: str =
                       eps: float = 1e-3, time_schedule: str = 'logsnr', rho: float = 7.0,
                       grid_path: str | None = None):
   """UniPC-``order`` (``variant`` 'bh1' | 'bh2') from T to eps in ``num_steps`` steps = NFE."""
-  if time_schedule == 'optimised':
-    ts = grid_files.load_grid(grid_path, sde, num_steps + 1, eps)
-  else:
-    ts = schedules.get_time_grid(time_schedule, sde, num_steps + 1, eps, rho)
+  ts = schedules.get_time_grid(time_schedule, sde, num_steps + 1, eps, rho, grid_path)
   m, s = schedules.marginal_coeffs(sde, ts)
   coeffs = unipc_coeffs(np.log(m / s), order, variant)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
