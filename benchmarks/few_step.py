@@ -116,9 +116,12 @@ def frontier(sde_name, n, steps, baseline_steps, iterations, grid_dir):
       cells = ' '.join(f'{results[s][0]:9.2f}' if s in results else f'{"":9s}'
                        for s in sorted(set(steps) | set(baseline_steps)))
       print(f'  {label:18s} {grid:10s} {cells}', flush=True)
-      at_floor = [(nfe, z) for z, nfe in results.values() if z <= threshold]
-      rows.append((sde_name, label, grid, min(at_floor) if at_floor else None,
-                   max(nfe for _, nfe in results.values())))
+      by_nfe = sorted((nfe, z) for z, nfe in results.values())
+      at_floor = [(nfe, z) for nfe, z in by_nfe if z <= threshold]
+      # From here on every larger NFE tried is at the floor too (single settings can be lucky).
+      stays = [by_nfe[i] for i in range(len(by_nfe)) if all(z <= threshold for _, z in by_nfe[i:])]
+      rows.append((sde_name, label, grid, at_floor[0] if at_floor else None,
+                   stays[0] if stays else None, by_nfe[-1][0]))
   return rows
 
 
@@ -139,11 +142,11 @@ def main():
   for sde_name in args.sde.split(','):
     rows += frontier(sde_name, args.num_samples, steps, baseline, args.iterations, args.grid_dir)
   print('\n### NFE frontier: fewest NFE at the floor (both seeds)\n')
-  print('| SDE | solver | grid | fewest NFE at the floor (z) | most NFE tried |')
-  print('|---|---|---|---|---|')
-  for sde_name, label, grid, best, most in rows:
-    cell = f'{best[0]} ({best[1]:.2f})' if best else f'not reached'
-    print(f'| {sde_name} | {label} | {grid} | {cell} | {most} |')
+  print('| SDE | solver | grid | fewest NFE at the floor (z) | at the floor from (z) | most NFE tried |')
+  print('|---|---|---|---|---|---|')
+  cell = lambda c: f'{c[0]} ({c[1]:.2f})' if c else 'not reached'
+  for sde_name, label, grid, best, stays, most in rows:
+    print(f'| {sde_name} | {label} | {grid} | {cell(best)} | {cell(stays)} | {most} |')
 
 
 if __name__ == '__main__':
