@@ -28,9 +28,12 @@ def test_train_then_sample_writes_pictures(tmp_path):
   assert 'step 30/30' in train.stdout and 'steps/s' in train.stdout and 'ETA' in train.stdout
   assert os.path.exists(tmp_path / 'samples' / 'step_30.png')     # snapshot sampling
 
-  sample = _run('sample.py', config, workdir, *TINY, '--num_samples=200')
+  # Few steps on a grid optimised for this checkpoint (sample.py --optimise_grid).
+  sample = _run('sample.py', config, workdir, *TINY, '--num_samples=200', '--optimise_grid',
+                '--config.sampling.method=unipc', '--config.sampling.num_steps=4')
   assert sample.returncode == 0, sample.stderr[-3000:]
-  assert 'NFE' in sample.stdout
+  assert '(4 NFE per sample batch)' in sample.stdout
+  assert os.path.exists(tmp_path / 'grids' / 'unipc_4steps_step30.json')
   samples = np.load(tmp_path / 'samples' / 'samples_30.npz')['samples']
   assert samples.shape == (200, 2) and np.all(np.isfinite(samples))
   for name in ('samples_30.png', 'score_field_30.png'):
