@@ -137,31 +137,44 @@ def combine(trees: Sequence[Any], coefficients: Sequence[float]) -> Any:
   return jax.tree.map(weighted, *trees)
 
 
-def reconstruct(snapshots: Sequence[tuple[int, Sequence[float], Sequence[Any]]],
-                sigma_rel: float, step: int | None = None,
-                max_residual: float = MAX_RELATIVE_RESIDUAL) -> tuple[Any, float]:
-  """The power EMA of length ``sigma_rel`` at ``step`` (default: the last snapshot), rebuilt
-  from ``snapshots``: (step_k, sigma_rels_k, trees_k) triples, trees_k[j] the EMA of length
-  sigma_rels_k[j] at step_k. Uses the snapshots at or before ``step``. Returns (params,
-  relative residual); ConfigError if there are no snapshots, ``step`` is not a snapshot step, or
-  the fit is further than ``max_residual`` from the asked profile."""
+def plan(profiles: Sequence[tuple[int, Sequence[float]]], sigma_rel: float,
+         step: int | None = None, max_residual: float = MAX_RELATIVE_RESIDUAL
+         ) -> tuple[list[tuple[int, int, float]], int, float]:
+  """How to rebuild the power EMA of length ``sigma_rel`` at ``step`` (default: the last
+  snapshot) from stored snapshots, given their ``profiles``: (step_k, sigma_rels_k) pairs, the
+  snapshot at step_k holding one EMA per length in sigma_rels_k. Uses the snapshots at or
+  before ``step``. Returns ([(step_k, j, coefficient)], step, relative residual). ConfigError if
+  there are no snapshots, ``step`` is not a snapshot step, or the best fit is further than
+  ``max_residual`` from the asked profile."""
   gamma = gamma_of_sigma_rel(sigma_rel)
-  if not snapshots:
+  if not profiles:
     raise ConfigError('Post-hoc EMA needs power-EMA snapshots, and this run stored none: train '
                       'with training.posthoc_ema_sigma_rels set (e.g. (0.05, 0.10)).')
-  steps = sorted(s for s, _, _ in snapshots)
+  steps = sorted(s for s, _ in profiles)
   step = steps[-1] if step is None else int(step)
   if step not in steps:
     raise ConfigError(f'No post-hoc EMA snapshot at step {step}; snapshot steps: {steps}.')
-  used = [(s, rel, tree) for s, rels, trees in snapshots if s <= step
-          for rel, tree in zip(rels, trees)]
-  x, residual = solve_coefficients([gamma_of_sigma_rel(rel) for _, rel, _ in used],
+  used = [(s, j, rel) for s, rels in profiles if s <= step for j, rel in enumerate(rels)]
+  x, residual = solve_coefficients([gamma_of_sigma_rel(rel) for _, _, rel in used],
                                    [s for s, _, _ in used], gamma, step)
   if not residual <= max_residual:
-    rels = sorted({rel for _, rel, _ in used})
+    rels = sorted({rel for _, _, rel in used})
     raise ConfigError(
-        f'sigma_rel={sigma_rel} cannot be rebuilt from the stored snapshots (profiles {rels}, '
-        f'{len(steps)} steps up to {step}): the closest fit is {residual:.0%} off the asked '
-        f'profile (limit {max_residual:.0%}); choose a length nearer the stored ones, or store '
-        f'snapshots more often (training.posthoc_ema_snapshot_freq).')
-  return combine([tree for _, _, tree in used], x), residual
+        f'sigma_rel={sigma_rel} cannot be rebuilt from the stored snapshots (lengths {rels}, '
+        f'{len([s for s in steps if s <= step])} steps up to {step}): the closest fit is '
+        f'{residual:.0%} off the asked profile (limit {max_residual:.0%}); choose a length nearer '
+        'the stored ones, or store snapshots more often (training.posthoc_ema_snapshot_freq).')
+  return [(s, j, float(c)) for (s, j, _), c in zip(used, x)], step, residual
+
+
+def reconstruct(snapshots: Sequence[tuple[int, Sequence[float], Sequence[Any]]],
+                sigma_rel: float, step: int | None = None,
+                max_residual: float = MAX_RELATIVE_RESIDUAL) -> tuple[Any, float]:
+  """The power EMA of length ``sigma_rel`` at ``step`` rebuilt from in-memory ``snapshots``:
+  (step_k, sigma_rels_k, trees_k) triples, trees_k[j] the EMA of length sigma_rels_k[j] at
+  step_k (``plan`` says which are used and raises on bad input). Returns (params, relative
+  residual)."""
+  weights, _, residual = plan([(s, rels) for s, rels, _ in snapshots], sigma_rel, step,
+                              max_residual)
+  trees = {s: trees for s, _, trees in snapshots}
+  return combine([trees[s][j] for s, j, _ in weights], [c for _, _, c in weights]), residual

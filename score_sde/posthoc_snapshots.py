@@ -1,0 +1,88 @@
+"""Post-hoc EMA snapshots on disk: ``<workdir>/posthoc_ema/<step>/{ema, meta}``, beside the
+checkpoints, all kept (the reconstruction needs the whole history).
+
+``ema`` is the tuple of power-EMA parameter trees at that step (one per tracked length), written
+by orbax like a checkpoint (atomically: an interrupted save is never listed); ``meta`` is JSON
+``{"sigma_rels": [...]}``. ``reconstruct_params`` rebuilds the EMA of any length from them
+(``score_sde.posthoc_ema``), reading one snapshot at a time.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from score_sde import posthoc_ema
+
+
+def snapshot_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'posthoc_ema')
+
+
+def _manager(workdir: str, create: bool) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=None, create=create,
+                                         enable_async_checkpointing=create)
+  return ocp.CheckpointManager(snapshot_dir(workdir), options=options, item_handlers={
+      'ema': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
+
+
+class SnapshotWriter:
+  """Saves the power EMAs of a run (asynchronously; ``close`` waits). A step already on disk is
+  not written again: a resumed run repeats it bit for bit."""
+
+  def __init__(self, workdir: str, sigma_rels: Sequence[float]):
+    self._manager = _manager(workdir, create=True)
+    self._sigma_rels = [float(s) for s in sigma_rels]
+
+  def save(self, step: int, power_ema_params: Sequence[Any]) -> None:
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.Composite(
+        ema=ocp.args.StandardSave(tuple(power_ema_params)),
+        meta=ocp.args.JsonSave({'sigma_rels': self._sigma_rels})), force=True)
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def list_profiles(workdir: str) -> list[tuple[int, list[float]]]:
+  """(step, sigma_rels) of every complete snapshot of ``workdir``, by step; [] if none."""
+  if not os.path.isdir(snapshot_dir(workdir)):
+    return []
+  manager = _manager(workdir, create=False)
+  try:
+    return [(step, list(manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta']['sigma_rels'])) for step in manager.all_steps()]
+  finally:
+    manager.close()
+
+
+def reconstruct_params(workdir: str, sigma_rel: float, template: Any, step: int | None = None,
+                       max_residual: float = posthoc_ema.MAX_RELATIVE_RESIDUAL
+                       ) -> tuple[Any, int, float]:
+  """The power EMA of length ``sigma_rel`` at snapshot ``step`` (default: the last) of the run in
+  ``workdir``, shaped like ``template`` (the model's parameter tree). Returns (params, step,
+  relative residual of the fitted profile); ConfigError as ``posthoc_ema.plan``."""
+  profiles = list_profiles(workdir)
+  weights, step, residual = posthoc_ema.plan(profiles, sigma_rel, step, max_residual)
+  counts = dict((s, len(rels)) for s, rels in profiles)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                          template)
+  total = jax.tree.map(lambda x: np.zeros(np.shape(x), np.float64), template)
+  manager = _manager(workdir, create=False)
+  try:
+    for s in sorted({s for s, _, _ in weights}):
+      trees = manager.restore(s, args=ocp.args.Composite(ema=ocp.args.StandardRestore(
+          tuple(abstract for _ in range(counts[s])))))['ema']
+      for s_k, j, c in weights:
+        if s_k == s:
+          total = jax.tree.map(lambda t, x, c=c: t + c * np.asarray(x, np.float64), total,
+                               trees[j])
+  finally:
+    manager.close()
+  params = jax.tree.map(lambda t, x: t.astype(np.asarray(x).dtype), total, template)
+  return params, step, residual
