@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from score_sde import posthoc_ema
+from score_sde.errors import MissingFileError
 
 
 def snapshot_dir(workdir: str) -> str:
@@ -61,28 +63,63 @@ def list_profiles(workdir: str) -> list[tuple[int, list[float]]]:
     manager.close()
 
 
-def reconstruct_params(workdir: str, sigma_rel: float, template: Any, step: int | None = None,
+def reconstruct_params(workdir: str, sigma_rel: float, template: Any = None,
+                       step: int | None = None,
                        max_residual: float = posthoc_ema.MAX_RELATIVE_RESIDUAL
                        ) -> tuple[Any, int, float]:
   """The power EMA of length ``sigma_rel`` at snapshot ``step`` (default: the last) of the run in
-  ``workdir``, shaped like ``template`` (the model's parameter tree). Returns (params, step,
-  relative residual of the fitted profile); ConfigError as ``posthoc_ema.plan``."""
+  ``workdir``, shaped like ``template`` (the model's parameter tree; None: as saved, nested
+  dicts). Returns (params, step, relative residual of the fitted profile); ConfigError as
+  ``posthoc_ema.plan``."""
+  if not os.path.isdir(workdir):
+    raise MissingFileError(f'Workdir {workdir} does not exist.')
   profiles = list_profiles(workdir)
   weights, step, residual = posthoc_ema.plan(profiles, sigma_rel, step, max_residual)
-  counts = dict((s, len(rels)) for s, rels in profiles)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
-                          template)
-  total = jax.tree.map(lambda x: np.zeros(np.shape(x), np.float64), template)
+  counts = dict(profiles)
+  total = None
   manager = _manager(workdir, create=False)
   try:
     for s in sorted({s for s, _, _ in weights}):
-      trees = manager.restore(s, args=ocp.args.Composite(ema=ocp.args.StandardRestore(
-          tuple(abstract for _ in range(counts[s])))))['ema']
+      item = (None if template is None else tuple(
+          jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+          for _ in counts[s]))
+      trees = manager.restore(s, args=ocp.args.Composite(
+          ema=ocp.args.StandardRestore(item)))['ema']
       for s_k, j, c in weights:
         if s_k == s:
-          total = jax.tree.map(lambda t, x, c=c: t + c * np.asarray(x, np.float64), total,
-                               trees[j])
+          part = jax.tree.map(lambda x, c=c: c * np.asarray(x, np.float64), trees[j])
+          total = part if total is None else jax.tree.map(np.add, total, part)
   finally:
     manager.close()
-  params = jax.tree.map(lambda t, x: t.astype(np.asarray(x).dtype), total, template)
-  return params, step, residual
+  dtypes = jax.tree.map(lambda x: np.asarray(x).dtype, trees[0])
+  return jax.tree.map(lambda t, d: t.astype(d), total, dtypes), step, residual
+
+
+def params_path(workdir: str, sigma_rel: float, step: int) -> str:
+  """Where the EMA of length ``sigma_rel`` at ``step`` is written once rebuilt."""
+  return os.path.join(snapshot_dir(workdir), f'ema_sigma_rel_{float(sigma_rel):g}_step_{step}.msgpack')
+
+
+def load_or_reconstruct(workdir: str, sigma_rel: float, template: Any, step: int | None = None
+                        ) -> tuple[Any, int]:
+  """(params, step): the EMA of length ``sigma_rel`` at ``step`` (default: the last snapshot),
+  read from its file (``params_path``) if it was rebuilt before, else rebuilt from the
+  snapshots (``reconstruct_params``) and written there. Snapshots never change once written,
+  so the file stays valid."""
+  if step is None:
+    steps = [s for s, _ in list_profiles(workdir)]
+    step = steps[-1] if steps else None
+  if step is not None and os.path.exists(params_path(workdir, sigma_rel, step)):
+    with open(params_path(workdir, sigma_rel, step), 'rb') as f:
+      return flax.serialization.from_bytes(template, f.read()), step
+  params, step, _ = reconstruct_params(workdir, sigma_rel, template, step)
+  write_params(params, params_path(workdir, sigma_rel, step))
+  return params, step
+
+
+def write_params(params: Any, path: str) -> None:
+  """``params`` as a Flax msgpack file, atomically (a temporary file, then a rename)."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(flax.serialization.to_bytes(params))
+  os.replace(tmp, path)
