@@ -123,3 +123,13 @@ def write_params(params: Any, path: str) -> None:
   with open(tmp, 'wb') as f:
     f.write(flax.serialization.to_bytes(params))
   os.replace(tmp, path)
+
+
+def chosen_ema_params(config, workdir: str, state) -> Any:
+  """The EMA parameters to sample and evaluate ``state`` (a restored train state) with: the
+  classic EMA, or with ``config.sampling.ema_sigma_rel`` set, the post-hoc EMA of that length at
+  the state's step (``load_or_reconstruct``)."""
+  sigma_rel = config.sampling.get('ema_sigma_rel')
+  if sigma_rel is None:
+    return state.ema_params
+  return load_or_reconstruct(workdir, sigma_rel, state.params, int(state.step))[0]
