@@ -7,14 +7,11 @@ fit the configured architecture fails in one line naming the missing and unexpec
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Mapping
 
 import numpy as np
 
-from score_sde.errors import MissingFileError
-from score_sde.models import text_encoder, torch_weights
+from score_sde.models import text_encoder, torch_weights, weights_folder
 
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
@@ -37,11 +34,5 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model: text_encoder
 
 def load(folder: str) -> tuple[text_encoder.CLIPTextModel, Any]:
   """(module, params) from transformers' ``config.json`` + ``model.safetensors`` in ``folder``."""
-  config_path = os.path.join(folder, CONFIG_FILE)
-  if not os.path.isfile(config_path):
-    raise MissingFileError(f'{config_path!r} does not exist; {HOW_TO_GET}')
-  with open(config_path) as f:
-    model = text_encoder.from_hf_config(json.load(f))
-  weights = os.path.join(folder, WEIGHTS_FILE)
-  state = torch_weights.read_safetensors(weights, HOW_TO_GET)
-  return model, convert_state_dict(state, model, what=weights)
+  return weights_folder.load(folder, CONFIG_FILE, WEIGHTS_FILE, HOW_TO_GET,
+                             text_encoder.from_hf_config, convert_state_dict)
