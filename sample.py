@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from score_sde import checkpointing, cli, config_checks, datasets, errors, generation, models
 from score_sde import plotting, sde_lib, train_state
-from score_sde.checkpointing import paper
+from score_sde.checkpointing import paper, posthoc
 from score_sde.errors import ConfigError, DataError, MissingFileError
 from score_sde.sampling import grid_optimisation, guidance
 from score_sde.models import utils as mutils
@@ -143,14 +143,15 @@ def conditional_inputs(config, flags, num_classes: int | None) -> dict[str, np.n
 
 
 def restore_ema_params(config, workdir, step=None):
-  """(step, EMA parameters) of a checkpoint trained with ``config``."""
+  """(step, EMA parameters) of a checkpoint trained with ``config``: the classic EMA, or the
+  post-hoc EMA of length ``sampling.ema_sigma_rel`` at that step."""
   if not os.path.isdir(workdir):
     raise errors.MissingFileError(f'--workdir {workdir} does not exist.')
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   ckpt.check_config(config, step)   # another run's config: stop before building anything
   state, _ = ckpt.restore(train_state.restore_template(config), step)
   ckpt.close()
-  return int(state.step), state.ema_params
+  return int(state.step), posthoc.chosen_ema_params(config, workdir, state)
 
 
 def optimise_grid(config, sde, model, params, step: int, num: int) -> str:

@@ -11,7 +11,7 @@ profiles), then draws ``num_samples`` digits from each of ``seeds`` prior noises
 every row) with the config's sampler (DPM-Solver++(2M), 25 NFE) for: the raw parameters, the
 classic EMA (``model.ema_rate``), the two
 tracked power EMAs, and the EMA of each ``--sigma_rels`` rebuilt from the snapshots
-(``posthoc_snapshots.reconstruct_params``). Each row: the Fréchet distance to the training split
+(``checkpointing.posthoc.reconstruct_params``). Each row: the Fréchet distance to the training split
 in the digits classifier's features (mean ± standard error over the seeds: at 256 samples one FD
 varies by ~0.5 from noise to noise) and the mean confidence (``evaluation.digits_classifier``,
 as ``benchmarks/digits_quality.py``), and for rebuilt EMAs the fit's relative residual. Then
@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde import datasets, models, posthoc_snapshots, sampling, sde_lib  # noqa: E402
+from score_sde import datasets, models, sampling, sde_lib  # noqa: E402
+from score_sde.checkpointing import posthoc as posthoc_snapshots  # noqa: E402
 from score_sde import training  # noqa: E402
 from score_sde.evaluation import digits_classifier  # noqa: E402
 from score_sde.models import utils as mutils  # noqa: E402

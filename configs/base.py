@@ -29,6 +29,9 @@ def get_base_config():
   training.snapshot_sampling = True      # draw samples at each snapshot_freq
   training.distributed = False           # multi-host: call jax.distributed.initialize()
   training.n_jitted_steps = 1            # steps per device call (lax.scan); divides the *_freq values
+  training.posthoc_ema_sigma_rels = placeholder(tuple)   # post-hoc EMA (EDM2): relative stds
+                                         # of the power EMAs tracked, e.g. (0.05, 0.10); None: off
+  training.posthoc_ema_snapshot_freq = 5000   # their snapshots (all kept) every this many steps
   training.label_dropout = 0.1           # class-conditional models: share of labels replaced by
                                          # the null class, so one network is also unconditional
 
@@ -55,6 +58,11 @@ def get_base_config():
   sampling.S_max = float('inf')
   sampling.S_noise = 1.0
   sampling.batch_size = 512              # samples drawn at each snapshot during training
+  sampling.ema_sigma_rel = placeholder(float)   # post-hoc EMA of this length (relative std, e.g.
+                                         # 0.07) rebuilt from the run's snapshots; None: model.ema_rate's
+  sampling.x0_clip = placeholder(str)    # bounded data: None | 'static' (clip the x0 prediction
+                                         # to the data range) | 'dynamic' (Imagen's thresholding)
+  sampling.dynamic_threshold_percentile = 0.995   # 'dynamic': quantile of |x0| per sample
   # Class guidance (score_sde/sampling/guidance.py). Classifier-free: score = (1 + w) s(x, t, y) - w s(x, t),
   # w = guidance_scale, applied only while the noise level sigma(t) = s(t) / m(t) lies in
   # [guidance_sigma_min, guidance_sigma_max] (Kynkaenniemi et al. 2024); w = 0 is p(x | y).

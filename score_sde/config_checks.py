@@ -27,7 +27,7 @@ MODES = ('train', 'sample', 'eval', 'train_classifier')
 
 POSITIVE = ('training.batch_size', 'training.n_iters', 'training.log_freq', 'training.eval_freq',
             'training.snapshot_freq', 'training.snapshot_freq_for_preemption',
-            'sampling.batch_size', 'sampling.n_steps_each', 'sampling.rtol', 'sampling.atol',
+            'training.posthoc_ema_snapshot_freq', 'sampling.batch_size', 'sampling.n_steps_each', 'sampling.rtol', 'sampling.atol',
             'sampling.eps', 'eval.batch_size', 'eval.likelihood_eps', 'eval.likelihood_rtol',
             'eval.likelihood_atol', 'eval.num_repeats', 'model.nf', 'model.num_scales', 'optim.lr')
 NON_NEGATIVE = ('optim.warmup', 'optim.weight_decay')   # grad_clip <= 0: no clipping
@@ -139,6 +139,20 @@ def _check_effective(config) -> None:
                              'images); set it to False.')
 
 
+def _check_posthoc_and_clip(config) -> None:
+  """Post-hoc EMA lengths in range; x0 clipping by a known rule, and only for bounded data."""
+  from score_sde import posthoc_ema
+  from score_sde.sampling import x0_clip
+  for sigma_rel in (_get(config, 'training.posthoc_ema_sigma_rels') or ()):
+    posthoc_ema.gamma_of_sigma_rel(sigma_rel)
+  if _get(config, 'sampling.ema_sigma_rel') is not None:
+    posthoc_ema.gamma_of_sigma_rel(config.sampling.ema_sigma_rel)
+  clip = _get(config, 'sampling.x0_clip')
+  x0_clip.check(clip, _get(config, 'sampling.dynamic_threshold_percentile', 0.995))
+  if clip is not None:
+    x0_clip.data_range(config)
+
+
 def check_training_overrides(config, overridden: Sequence[str]) -> None:
   """ConfigError for a key set on train.py's command line (``overridden``: dotted keys) that
   this config does not read: ``training.label_dropout`` without a class-conditional model,
@@ -186,6 +200,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   _check_values(config, mode)
   _check_names(config)
   _check_effective(config)
+  _check_posthoc_and_clip(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))
   _built('model', lambda: models.get_model(config))
   _built('optimizer', lambda: train_state.get_optimizer(config.optim))

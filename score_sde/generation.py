@@ -1,6 +1,6 @@
 """Drawing samples from a trained model on all devices: the one place samplers meet models.
 
-model -> score_fn (plain, classifier-free or classifier guided) -> sampler (any METHODS entry,
+model -> score_fn (plain, classifier-free or classifier guided; x0 clipped if asked) -> sampler (any METHODS entry,
 or the PC inpainter / colorizer) on every device of every host (``get_sample_fn``), and ``draw``,
 the one loop that calls it until enough samples are drawn. sample.py, the training loop's
 snapshots, the evaluation loop and the experiment runner all sample through here.
@@ -18,7 +18,7 @@ from score_sde import datasets, parallel, sampling, sde_lib
 from score_sde.errors import ConfigError, DataError
 from score_sde.models import classifier as classifiers
 from score_sde.models import utils as mutils
-from score_sde.sampling import controllable_generation, guidance
+from score_sde.sampling import controllable_generation, guidance, x0_clip
 
 
 def _score_builder(config, sde, model, classifier=None) -> Callable:
@@ -108,7 +108,7 @@ def get_sample_fn(config, sde, model, devices: Sequence | None = None, *,
   draw_one = _sampler_builder(config, sde, shape, tuple(input_keys))
 
   def per_device_fn(params, inputs, rng):
-    return draw_one(rng, make_score(params, inputs), inputs)
+    return draw_one(rng, x0_clip.from_config(config, sde, make_score(params, inputs)), inputs)
   return SampleFn(per_device_fn, mesh, batch_size, tuple(input_keys))
 
 

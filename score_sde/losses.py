@@ -141,7 +141,7 @@ def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
 
 def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: bool,
                 ema_rate: float, continuous=True, reduce_mean=False, likelihood_weighting=False,
-                eps=1e-5, label_dropout=0.0, objective=None) -> Callable:
+                eps=1e-5, label_dropout=0.0, objective=None, posthoc_gammas=()) -> Callable:
   """One pure step ``step_fn(state, batch, rng, axis_name=None) -> (state, metrics)``.
 
   ``batch['image']`` is this device's (b, ...) slice of the global batch; ``rng`` is the run's
@@ -149,6 +149,7 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
   metrics are averaged over devices, so the result equals the single-device step on the whole
   batch. With ``train=False`` the EMA parameters are evaluated and the state is unchanged.
   A class-conditional model reads ``batch['label']`` (labels are dropped at ``label_dropout``).
+  ``posthoc_gammas``: exponents of the state's power EMAs (post-hoc EMA), updated after each step.
   """
   loss_fn = get_loss_fn(sde, model, train=train, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
@@ -172,8 +173,10 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = train_state.ema_update(params, state.ema_params, ema_rate)
+    power = train_state.power_ema_update(state.power_ema_params, params, state.step + 1,
+                                         posthoc_gammas)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
-                              opt_state=opt_state)
+                              opt_state=opt_state, power_ema_params=power)
     metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
     return new_state, parallel.pmean(metrics, axis_name)
   return step_fn
@@ -185,7 +188,8 @@ def get_step_fns(config, sde, model, optimizer):
                 reduce_mean=config.training.reduce_mean,
                 likelihood_weighting=config.training.likelihood_weighting,
                 label_dropout=config.training.get('label_dropout', 0.0),
-                objective=config.training.get('objective', None))
+                objective=config.training.get('objective', None),
+                posthoc_gammas=train_state.posthoc_gammas(config))
   return (get_step_fn(sde, model, optimizer, train=True, **kwargs),
           get_step_fn(sde, model, optimizer, train=False, **kwargs))
 

@@ -179,32 +179,3 @@ def reconstruct(snapshots: Sequence[tuple[int, Sequence[float], Sequence[Any]]],
   trees = {s: trees for s, _, trees in snapshots}
   return combine([trees[s][j] for s, j, _ in weights], [c for _, _, c in weights]), residual
 
-
-# ------------------------------------------------------------------------------------------------
-# python -m score_sde.posthoc_ema --workdir=RUN --sigma_rel=0.08[,0.12] [--step=N]
-
-def main(argv):
-  """Rebuilds each asked EMA length from the run's snapshots and writes it where ``sample.py`` and
-  ``train.py --mode=eval`` read it (``--config.sampling.ema_sigma_rel``): one line per length."""
-  del argv
-  from absl import flags
-  from score_sde import posthoc_snapshots   # orbax only for the command line
-  f = flags.FLAGS
-  for text in f.sigma_rel:
-    sigma_rel = float(text)
-    params, step, residual = posthoc_snapshots.reconstruct_params(f.workdir, sigma_rel,
-                                                                  step=f.step)
-    path = posthoc_snapshots.params_path(f.workdir, sigma_rel, step)
-    posthoc_snapshots.write_params(params, path)
-    print(f'sigma_rel {sigma_rel:g} at step {step}: profile fit {residual:.2%} off; wrote {path}')
-
-
-if __name__ == '__main__':
-  from absl import flags
-
-  from score_sde import cli
-  flags.DEFINE_string('workdir', None, 'Training workdir whose posthoc_ema/ snapshots are used.')
-  flags.DEFINE_list('sigma_rel', None, 'EMA length(s) to rebuild: relative std, e.g. 0.08,0.12.')
-  flags.DEFINE_integer('step', None, 'Snapshot step to rebuild at (default: the last).')
-  flags.mark_flags_as_required(['workdir', 'sigma_rel'])
-  cli.run(main)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import datasets
+from score_sde import datasets, posthoc_ema
 from score_sde.errors import ConfigError
 from score_sde.models import utils as mutils
 
@@ -25,6 +25,8 @@ class TrainState:
   params: Any
   ema_params: Any
   opt_state: Any
+  power_ema_params: tuple | None = None   # post-hoc EMA's power EMAs; None when off (the
+                                          # layout of checkpoints without them)
 
 
 def _adam(optim, schedule):
@@ -55,15 +57,33 @@ def ema_update(params, ema_params, ema_rate: float):
   return optax.incremental_update(params, ema_params, 1.0 - ema_rate)
 
 
-def new_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-  """Step 0 of a state whose EMA starts at ``params``."""
+def power_ema_update(power_ema_params, params, step, gammas):
+  """Post-hoc EMA's power EMAs after optimizer step ``step`` (``posthoc_ema.update``); None
+  stays None."""
+  if power_ema_params is None:
+    return None
+  return posthoc_ema.update(power_ema_params, params, step, gammas)
+
+
+def posthoc_gammas(config) -> tuple[float, ...]:
+  """The exponents of the power EMAs of ``training.posthoc_ema_sigma_rels`` (empty: off)."""
+  rels = config.training.get('posthoc_ema_sigma_rels') or ()
+  return tuple(posthoc_ema.gamma_of_sigma_rel(s) for s in rels)
+
+
+def new_state(params, optimizer: optax.GradientTransformation,
+              num_power_emas: int = 0) -> TrainState:
+  """Step 0 of a state whose EMAs (and ``num_power_emas`` power EMAs) start at ``params``."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                    opt_state=optimizer.init(params))
+                    opt_state=optimizer.init(params),
+                    power_ema_params=(tuple(params for _ in range(num_power_emas))
+                                      if num_power_emas else None))
 
 
 def init_train_state(config, model, optimizer, rng) -> TrainState:
   """A fresh score-model state (also the template a checkpoint restores into)."""
-  return new_state(mutils.init_params(rng, model, datasets.sample_shape(config)), optimizer)
+  return new_state(mutils.init_params(rng, model, datasets.sample_shape(config)), optimizer,
+                   len(posthoc_gammas(config)))
 
 
 def init_classifier_state(config, classifier, optimizer, rng) -> TrainState:

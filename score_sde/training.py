@@ -23,7 +23,7 @@ import tqdm
 
 from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
 from score_sde import parallel, plotting, reporting, sde_lib, stop_signals, train_state
-from score_sde.checkpointing import identity
+from score_sde.checkpointing import identity, posthoc
 from score_sde.errors import ConfigError
 
 
@@ -36,6 +36,8 @@ def step_chunks(tc) -> int:
   n = tc.get('n_jitted_steps', 1)
   freqs = {k: tc[k] for k in ('log_freq', 'eval_freq', 'snapshot_freq',
                               'snapshot_freq_for_preemption')}
+  if tc.get('posthoc_ema_sigma_rels'):
+    freqs['posthoc_ema_snapshot_freq'] = tc.posthoc_ema_snapshot_freq
   if not isinstance(n, int) or n < 1:
     raise ConfigError(f'training.n_jitted_steps must be a positive integer, not {n!r}.')
   bad = {k: v for k, v in freqs.items() if v % n}
@@ -99,7 +101,9 @@ class Job:
   host iterators with ``get_state`` / ``set_state``, keys (init, train, eval), the global
   ``batch_size`` and where its checkpoints go. ``config`` is
   stored with each checkpoint (the run's identity); ``on_snapshot(state, step)`` runs at
-  ``snapshot_freq`` (e.g. sample pictures)."""
+  ``snapshot_freq`` (e.g. sample pictures). ``power_ema_snapshots``: a
+  ``checkpointing.posthoc.SnapshotWriter`` saving the state's power EMAs (post-hoc EMA) every
+  ``its every`` steps, at every kept checkpoint and at the end."""
   name: str
   init_state: Callable[[Any], train_state.TrainState]
   train_step: Callable
@@ -116,6 +120,7 @@ class Job:
   batch_size: int = 0
   batch_key: str = 'training.batch_size'      # named when the step does not fit the memory
   memory_options: str = ''                    # ... with these other ways to reduce it
+  power_ema_snapshots: Any = None
 
 
 def train_and_evaluate(config, workdir: str,
@@ -145,13 +150,18 @@ def train_and_evaluate(config, workdir: str,
     sample_fn = generation.get_sample_fn(config, sde, model, devices)
     on_snapshot = functools.partial(_snapshot_samples, config, sample_fn, rng=sample_rng,
                                     workdir=workdir)
+  snapshots = None
+  if tc.get('posthoc_ema_sigma_rels'):
+    snapshots = posthoc.SnapshotWriter(workdir, tc.posthoc_ema_sigma_rels,
+                                       tc.posthoc_ema_snapshot_freq)
   job = Job('train', lambda rng: train_state.init_train_state(config, model, optimizer, rng),
             train_step, train_iter, schedule, checkpointing.checkpoint_dir(workdir),
             rng=(init_rng, train_rng, eval_rng), eval_step=eval_step, eval_iter=eval_iter,
             config=config,
             tensorboard_dir=os.path.join(workdir, 'tensorboard'), on_snapshot=on_snapshot,
             log_metrics=('loss', 'grad_norm'), batch_size=tc.batch_size,
-            memory_options=_memory_options(config.model))
+            memory_options=_memory_options(config.model),
+            power_ema_snapshots=snapshots)
   return run(job, mesh, workdir)
 
 
@@ -270,6 +280,10 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
       if (step % sc.snapshot_freq_for_preemption == 0 or step % sc.snapshot_freq == 0
           or step == sc.n_iters):
         save(step)
+      snapshots = job.power_ema_snapshots
+      if snapshots is not None and (step % snapshots.every == 0 or step % sc.snapshot_freq == 0
+                                    or step == sc.n_iters):
+        snapshots.save(step, p_state.power_ema_params)
       if job.on_snapshot is not None and (step % sc.snapshot_freq == 0 or step == sc.n_iters):
         job.on_snapshot(p_state, step)
       if agreed_stop.update(stop_signals.received() is not None):   # all hosts stop together
@@ -288,6 +302,8 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
     train_batches.close()
     bar.close()
     ckpt.close()
+    if job.power_ema_snapshots is not None:
+      job.power_ema_snapshots.close()
     if writer is not None:
       writer.close()
     stop_signals.restore(previous_handlers)

@@ -68,3 +68,11 @@ def test_bad_names_are_one_line():
     x0_clip.check('clamp')
   with pytest.raises(x0_clip.ConfigError, match=r'fraction in \(0, 1\]'):
     x0_clip.check('dynamic', 99.5)
+
+
+def test_clipping_unbounded_toy_data_is_a_config_error():
+  from configs import default_toy
+  config = default_toy.get_config()
+  config.sampling.x0_clip = 'static'
+  with pytest.raises(x0_clip.ConfigError, match=r"needs bounded data.*2-D toy data"):
+    x0_clip.from_config(config, SDES[0], lambda x, t: x)

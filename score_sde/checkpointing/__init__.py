@@ -23,6 +23,7 @@ snapshots, ``training.snapshot_freq``) is kept forever.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import glob
 import logging as std_logging
@@ -195,7 +196,7 @@ class Checkpointer:
     ConfigDict) is stored with the checkpoint as the run's identity."""
     if self._read_only:
       raise RuntimeError(f'Checkpointer for {self.directory} is read-only.')
-    items = dict(state=ocp.args.StandardSave(state),
+    items = dict(state=ocp.args.StandardSave(_stored_fields(state)),
                  data=ocp.args.JsonSave(data_state or {}))
     if config is not None:
       items['config'] = ocp.args.JsonSave(identity.config_to_dict(config))
@@ -275,14 +276,17 @@ class Checkpointer:
     if config is not None:
       self.check_config(config, step)
     self._check_params_fit(step, template)
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(_stored_fields(template)),
                               data=ocp.args.JsonRestore())
     try:
       with _quiet_orbax(), _drop_abandoned_reads():
         restored = self._manager.restore(step, args=args)
     except Exception as e:  # noqa: BLE001  orbax raises many types for unreadable trees
       raise CheckpointError(self._unreadable(step, e)) from e
-    return restored['state'], dict(restored['data'] or {})
+    state = restored['state']
+    if dataclasses.is_dataclass(template):
+      state = template.replace(**dict(state))
+    return state, dict(restored['data'] or {})
 
   def _unreadable(self, step: int, e: Exception) -> str:
     """One line: the step, the file, the cause, and the earlier complete step."""
@@ -328,6 +332,16 @@ class Checkpointer:
     with self._disk_full_as_one_line(None):
       self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _stored_fields(state: Any) -> Any:
+  """What a checkpoint stores of ``state``: a dataclass state's fields that are not None (the
+  power EMAs of a run without post-hoc EMA are None), so such a run's checkpoints keep the
+  layout they had before the field existed; orbax matches trees key by key."""
+  if not dataclasses.is_dataclass(state):
+    return state
+  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+          if getattr(state, f.name) is not None}
 
 
 def read_error_cause(e: Exception) -> tuple[str | None, str]:

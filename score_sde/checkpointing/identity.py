@@ -17,7 +17,7 @@ from score_sde import errors, reporting
 MAY_DIFFER = (
     'training.n_iters', 'training.log_freq', 'training.eval_freq', 'training.snapshot_freq',
     'training.snapshot_freq_for_preemption', 'training.snapshot_sampling',
-    'training.distributed', 'sampling.', 'eval.', 'data.num_workers', 'data.prefetch',
+    'training.distributed', 'training.posthoc_ema_snapshot_freq', 'sampling.', 'eval.', 'data.num_workers', 'data.prefetch',
     'data.data_dir', 'data.path', 'model.dtype', 'model.remat')
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from score_sde import checkpointing, datasets, generation, losses, models, parallel, reporting
 from score_sde import sde_lib, train_state
-from score_sde.checkpointing import identity
+from score_sde.checkpointing import identity, posthoc
 from score_sde.errors import ConfigError
 from score_sde.evaluation import bpd, toy_metrics
 
@@ -51,8 +51,12 @@ RESULTS_MAY_DIFFER = (
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def eval_dir(workdir: str) -> str:
-  return os.path.join(workdir, 'eval')
+def eval_dir(workdir: str, ema_sigma_rel: float | None = None) -> str:
+  """Where the reports go: ``<workdir>/eval``, or for the post-hoc EMA of length sigma_rel
+  (``sampling.ema_sigma_rel``) ``<workdir>/eval_ema_sigma_rel_<sigma_rel>``: other parameters."""
+  if ema_sigma_rel is None:
+    return os.path.join(workdir, 'eval')
+  return os.path.join(workdir, f'eval_ema_sigma_rel_{float(ema_sigma_rel):g}')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ def _samples(config, sample_fn, params, step: int, workdir: str, feature_fn,
   (images: uint8 'samples', 'pool_3', 'logits_unbiased'; 2-D: 'samples') and the NFE."""
   ev = config.eval
   rounds = math.ceil(ev.num_samples / ev.batch_size)
-  out_dir = os.path.join(eval_dir(workdir), f'ckpt_{step}')
+  out_dir = os.path.join(eval_dir(workdir, config.sampling.get('ema_sigma_rel')), f'ckpt_{step}')
   os.makedirs(out_dir, exist_ok=True)
   parts, nfe, t0, fresh = [], 0, time.time(), 0
   for r in range(rounds):
@@ -244,7 +248,7 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
     sampling_config.sampling.batch_size = ev.batch_size
     sample_fn = generation.get_sample_fn(sampling_config, sde, model, mesh.devices.flat)
 
-  out = eval_dir(workdir)
+  out = eval_dir(workdir, config.sampling.get('ema_sigma_rel'))
   reports, t_start, done_now = {}, time.time(), 0
   stale = {s: d for s in steps if (d := _stale_results(config, workdir, s)) is not None}
   todo = [s for s in steps
@@ -265,6 +269,7 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
         continue
       t0 = time.time()
       state, _ = ckpt.restore(template, step, config=config)
+      state = state.replace(ema_params=posthoc.chosen_ema_params(config, workdir, state))
       if parallel.is_main_process():
         _start_results(config, workdir, step, step in stale)
       rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)

@@ -103,9 +103,11 @@ class Method:
     return (nfe + self.nfe_saved) // max(self.nfe_per_step(cfg), 1)
 
 
-# Read by every method: its name, the batch and the score-function wrappers (guidance).
+# Read by every method: its name, the batch, the score-function wrappers (guidance, x0
+# clipping) and the parameters' EMA.
 EVERY_METHOD = ('method', 'batch_size', 'guidance_scale', 'guidance_sigma_min',
-                'guidance_sigma_max', 'classifier_scale')
+                'guidance_sigma_max', 'classifier_scale', 'x0_clip', 'dynamic_threshold_percentile',
+                'ema_sigma_rel')
 
 
 def _one(cfg):

@@ -32,12 +32,14 @@ def _manager(workdir: str, create: bool) -> ocp.CheckpointManager:
 
 
 class SnapshotWriter:
-  """Saves the power EMAs of a run (asynchronously; ``close`` waits). A step already on disk is
-  not written again: a resumed run repeats it bit for bit."""
+  """Saves the power EMAs of a run (asynchronously; ``close`` waits), ``every`` steps as the
+  training loop asks. A step already on disk is not written again: a resumed run repeats it bit
+  for bit."""
 
-  def __init__(self, workdir: str, sigma_rels: Sequence[float]):
+  def __init__(self, workdir: str, sigma_rels: Sequence[float], every: int):
     self._manager = _manager(workdir, create=True)
     self._sigma_rels = [float(s) for s in sigma_rels]
+    self.every = every
 
   def save(self, step: int, power_ema_params: Sequence[Any]) -> None:
     if step in self._manager.all_steps():
@@ -133,3 +135,31 @@ def chosen_ema_params(config, workdir: str, state) -> Any:
   if sigma_rel is None:
     return state.ema_params
   return load_or_reconstruct(workdir, sigma_rel, state.params, int(state.step))[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# python -m score_sde.checkpointing.posthoc --workdir=RUN --sigma_rel=0.08[,0.12] [--step=N]
+
+def main(argv):
+  """Rebuilds each asked EMA length from the run's snapshots and writes it where ``sample.py`` and
+  ``train.py --mode=eval`` read it (``--config.sampling.ema_sigma_rel``): one line per length."""
+  del argv
+  from absl import flags
+  f = flags.FLAGS
+  for text in f.sigma_rel:
+    sigma_rel = float(text)
+    params, step, residual = reconstruct_params(f.workdir, sigma_rel, step=f.step)
+    path = params_path(f.workdir, sigma_rel, step)
+    write_params(params, path)
+    print(f'sigma_rel {sigma_rel:g} at step {step}: profile fit {residual:.2%} off; wrote {path}')
+
+
+if __name__ == '__main__':
+  from absl import flags
+
+  from score_sde import cli
+  flags.DEFINE_string('workdir', None, 'Training workdir whose posthoc_ema/ snapshots are used.')
+  flags.DEFINE_list('sigma_rel', None, 'EMA length(s) to rebuild: relative std, e.g. 0.08,0.12.')
+  flags.DEFINE_integer('step', None, 'Snapshot step to rebuild at (default: the last).')
+  flags.mark_flags_as_required(['workdir', 'sigma_rel'])
+  cli.run(main)
