@@ -16,6 +16,9 @@ w = -1 is unconditional. Both scores come from ONE forward pass over the batch [
 level sigma(t) = s(t) / m(t) (the EDM sigma of x(t) = m x0 + s z, for VE just s(t)) lies in
 [sigma_min, sigma_max]; outside it w = 0 and only the conditional half is evaluated.
 
+The same guidance conditions on embedding sequences (``context_free_score_fn``): a context
+(B, L, D) per example, e.g. a text encoder's states, and a null context (the empty prompt's).
+
 Classifier guidance (Song et al. 2021, App. I; Dhariwal & Nichol 2021), with scale lambda:
 
     score(x, t) = s(x, t) + lambda grad_x log p_t(y | x),
@@ -67,18 +70,37 @@ def classifier_free_score_fn(labelled_score_fn: LabelledScoreFn, sde, labels, nu
   """score(x, t) = s(x, t, y) + w (s(x, t, y) - s(x, t, null)), w = ``scale`` inside the
   guidance interval and 0 outside; labels: (B,) ints y. See the module docstring."""
   labels = jnp.asarray(labels, jnp.int32)
-  null = jnp.full_like(labels, num_classes)
+  return guided_score_fn(labelled_score_fn, sde, labels, jnp.full_like(labels, num_classes),
+                         scale, sigma_min, sigma_max)
+
+
+def context_free_score_fn(context_score_fn: LabelledScoreFn, sde, context, null_context,
+                          scale: float, sigma_min: float = 0.0,
+                          sigma_max: float = math.inf) -> ScoreFn:
+  """Classifier-free guidance on an embedding sequence: ``context`` (B, L, D) per example (e.g.
+  a text encoder's states of B prompts), ``null_context`` (L, D) the unconditional one (the
+  empty prompt's states); s(x, t, c) = ``context_score_fn(x, t, c)`` with c: (B, L, D)."""
+  context = jnp.asarray(context)
+  null = jnp.broadcast_to(jnp.asarray(null_context, context.dtype), context.shape)
+  return guided_score_fn(context_score_fn, sde, context, null, scale, sigma_min, sigma_max)
+
+
+def guided_score_fn(conditioned_score_fn: LabelledScoreFn, sde, cond, null, scale: float,
+                    sigma_min: float = 0.0, sigma_max: float = math.inf) -> ScoreFn:
+  """Classifier-free guidance on any conditioning: ``cond`` and ``null`` are (B, ...) arrays
+  (labels, contexts) for ``conditioned_score_fn(x, t, cond)``; one forward pass over
+  [x; x] with [cond; null] gives both scores."""
   always_outside = sigma_min > sigma_max
 
   def conditional(x, t):
-    return labelled_score_fn(x, t, labels)
+    return conditioned_score_fn(x, t, cond)
 
   def guided(x, t):
-    both = labelled_score_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-                             jnp.concatenate([labels, null]))
-    cond, uncond = jnp.split(both, 2)
+    both = conditioned_score_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                                jnp.concatenate([cond, null]))
+    cond_score, uncond = jnp.split(both, 2)
     w = jnp.where(in_guidance_interval(sde, t, sigma_min, sigma_max), scale, 0.0)
-    return cond + sde_lib.batch_mul(w, cond - uncond)
+    return cond_score + sde_lib.batch_mul(w, cond_score - uncond)
 
   if isinstance(scale, (int, float)) and (scale == 0 or always_outside):
     return conditional
