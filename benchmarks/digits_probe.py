@@ -33,6 +33,7 @@ SAMPLERS = {
     'config': {},
     'heun': dict(method='heun', num_steps=18),
     'dpm_solver': dict(method='dpm_solver', order=2, num_steps=25),
+    'dpm_solver50': dict(method='dpm_solver', order=2, num_steps=50),
     'pc': dict(method='pc', predictor='euler_maruyama', corrector='none'),
 }
 

@@ -234,3 +234,20 @@ def plot(results: dict[str, dict[str, np.ndarray]], path: str) -> str:
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
+
+
+def reference_set(batches, size: int, example_shape: tuple[int, ...]) -> np.ndarray:
+  """Up to ``size`` distinct training examples (n, *example_shape) from an iterator of batches
+  ({'image': (..., *example_shape)}, leading device / batch axes flattened): the finite set
+  whose empirical optimum is reported. A dataset with fewer than ``size`` examples is seen
+  whole once its shuffled epochs have been cycled through; for an endless one (the 2-D toys)
+  the optimum is that of these ``size`` points."""
+  seen, total = [], 0
+  for batch in batches:
+    seen.append(np.asarray(batch['image'], np.float32).reshape((-1,) + tuple(example_shape)))
+    total += len(seen[-1])
+    if total >= size:
+      break
+  x = np.concatenate(seen)
+  _, first = np.unique(x.reshape(len(x), -1), axis=0, return_index=True)
+  return x[np.sort(first)][:size]
