@@ -251,3 +251,22 @@ def reference_set(batches, size: int, example_shape: tuple[int, ...]) -> np.ndar
   x = np.concatenate(seen)
   _, first = np.unique(x.reshape(len(x), -1), axis=0, return_index=True)
   return x[np.sort(first)][:size]
+
+
+def for_config(config, sde, model) -> Callable[[object, jax.Array], dict[str, np.ndarray]]:
+  """``evaluate(params, rng) -> loss_by_sigma(...)`` for a model built from ``config``: the
+  reference set (``eval.loss_by_sigma_reference`` distinct training examples) is drawn once,
+  from its own pass over the train split (the training stream is not touched);
+  ``eval.loss_by_sigma_examples`` (y, z, sigma) triples per bucket."""
+  from score_sde import datasets, generation
+  from score_sde.models import utils as mutils
+  ev = config.eval
+  batches = datasets.get_dataset(config, 'train', num_local_devices=1)
+  reference = reference_set(batches, ev.loss_by_sigma_reference, generation.sample_shape(config))
+
+  def evaluate(params, rng):
+    score_fn = jax.jit(mutils.get_score_fn(sde, model, params,
+                                           continuous=config.training.continuous))
+    return loss_by_sigma(rng, score_fn, sde, reference, num_examples=ev.loss_by_sigma_examples,
+                         batch_size=config.eval.batch_size)
+  return evaluate
