@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import loss_by_sigma as lbs_bench  # noqa: E402
-from score_sde import generation, models, parallel, sde_lib, training  # noqa: E402
+from score_sde import generation, plotting, sde_lib, training  # noqa: E402
 from score_sde.evaluation import digits_classifier, loss_by_sigma  # noqa: E402
 from score_sde.models import utils as mutils  # noqa: E402
 
@@ -64,11 +64,13 @@ def total_variation(images: np.ndarray) -> np.ndarray:
 
 
 def sample(config, model, params, num_samples: int, seed: int = 0) -> tuple[np.ndarray, int]:
-  sde = sde_lib.get_sde(config)
-  devices = jax.local_devices()[:1]
-  sample_fn = generation.get_sample_fn(config, sde, model, min(num_samples, 256), devices)
-  return generation.draw_samples(sample_fn, parallel.replicate(params, devices),
-                                 jax.random.PRNGKey(seed), num_samples)
+  """``num_samples`` samples of the config's sampler in one batch, and its NFE."""
+  config = config.unlock()
+  config.sampling.batch_size = num_samples
+  sample_fn = generation.get_sample_fn(config.lock(), sde_lib.get_sde(config), model,
+                                       jax.local_devices()[:1])
+  samples, _, nfe = generation.draw(sample_fn, params, jax.random.PRNGKey(seed), num_samples)
+  return samples, nfe
 
 
 def main(argv):
@@ -98,7 +100,7 @@ def main(argv):
     t0 = time.time()
     samples, nfe = sample(cfg, model, params, args.num_samples)
     images = (np.asarray(samples, np.float64) + 1.0) / 2.0
-    training.save_samples_picture(cfg, samples[:64], os.path.join(args.workdir, f'probe_{name}.png'))
+    plotting.save_samples_picture(cfg, samples[:64], os.path.join(args.workdir, f'probe_{name}.png'))
     np.savez_compressed(os.path.join(args.workdir, f'probe_{name}.npz'), samples=samples)
     q = digits_classifier.quality(clf, images, x_train)
     unsure = float(np.mean(clf.probabilities(np.clip(images, 0, 1)).max(1) < 0.5))

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde import checkpointing, datasets, models, sde_lib, training  # noqa: E402
+from score_sde import checkpointing, datasets, models, sde_lib, train_state, training  # noqa: E402
 from score_sde.datasets import digits  # noqa: E402
 from score_sde.evaluation import loss_by_sigma  # noqa: E402
 from score_sde.models import utils as mutils  # noqa: E402
@@ -40,8 +40,7 @@ def load_config(path: str):
 def restore_ema(config, workdir: str):
   """(step, model, EMA parameters) of the workdir's latest checkpoint."""
   model = models.get_model(config)
-  optimizer = training.get_optimizer(config.optim)
-  template = training.init_train_state(config, model, optimizer, jax.random.PRNGKey(0))
+  template = train_state.restore_template(config, model)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   state, _ = ckpt.restore(template, None)
   ckpt.close()

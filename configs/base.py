@@ -97,6 +97,11 @@ def get_base_config():
   evaluate.toy_metrics = ('nll', 'sliced_wasserstein', 'mmd')   # 2-D data (evaluation/toy_metrics.py)
   evaluate.mmd_bandwidth = 0.1           # Gaussian kernel bandwidth of the toy MMD (data units)
   evaluate.sw_projections = 256          # directions of the toy sliced Wasserstein distance
+  # The loss per noise level against the empirical optimum (evaluation/loss_by_sigma.py): TensorBoard
+  # eval/loss_sigma_<bucket> at training.eval_freq, and a report entry + plot in --mode=eval.
+  evaluate.loss_by_sigma = False
+  evaluate.loss_by_sigma_examples = 256  # (example, noise, sigma) draws per sigma bucket
+  evaluate.loss_by_sigma_reference = 2048   # distinct training examples: the optimum's data set
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'spiral'

@@ -24,6 +24,7 @@ import tqdm
 from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
 from score_sde import parallel, plotting, reporting, sde_lib, stop_signals, train_state
 from score_sde.checkpointing import identity, posthoc
+from score_sde.evaluation import loss_by_sigma
 from score_sde.errors import ConfigError
 
 
@@ -103,7 +104,8 @@ class Job:
   stored with each checkpoint (the run's identity); ``on_snapshot(state, step)`` runs at
   ``snapshot_freq`` (e.g. sample pictures). ``power_ema_snapshots``: a
   ``checkpointing.posthoc.SnapshotWriter`` saving the state's power EMAs (post-hoc EMA) every
-  ``its every`` steps, at every kept checkpoint and at the end."""
+  ``its every`` steps, at every kept checkpoint and at the end. ``on_eval(state, step) ->
+  {name: float}`` adds TensorBoard scalars at ``eval_freq`` (e.g. the loss by noise level)."""
   name: str
   init_state: Callable[[Any], train_state.TrainState]
   train_step: Callable
@@ -116,6 +118,7 @@ class Job:
   config: Any = None
   tensorboard_dir: str | None = None
   on_snapshot: Callable | None = None
+  on_eval: Callable | None = None
   log_metrics: tuple[str, ...] = ('loss',)
   batch_size: int = 0
   batch_key: str = 'training.batch_size'      # named when the step does not fit the memory
@@ -154,12 +157,19 @@ def train_and_evaluate(config, workdir: str,
   if tc.get('posthoc_ema_sigma_rels'):
     snapshots = posthoc.SnapshotWriter(workdir, tc.posthoc_ema_sigma_rels,
                                        tc.posthoc_ema_snapshot_freq)
+  on_eval = None
+  if config.eval.loss_by_sigma:
+    evaluate_sigma = loss_by_sigma.for_config(config, sde, model)
+
+    def on_eval(state, step):
+      return loss_by_sigma.scalars(evaluate_sigma(parallel.to_local(state.ema_params),
+                                                  jax.random.fold_in(eval_rng, step)))
   job = Job('train', lambda rng: train_state.init_train_state(config, model, optimizer, rng),
             train_step, train_iter, schedule, checkpointing.checkpoint_dir(workdir),
             rng=(init_rng, train_rng, eval_rng), eval_step=eval_step, eval_iter=eval_iter,
             config=config,
             tensorboard_dir=os.path.join(workdir, 'tensorboard'), on_snapshot=on_snapshot,
-            log_metrics=('loss', 'grad_norm'), batch_size=tc.batch_size,
+            on_eval=on_eval, log_metrics=('loss', 'grad_norm'), batch_size=tc.batch_size,
             memory_options=_memory_options(config.model),
             power_ema_snapshots=snapshots)
   return run(job, mesh, workdir)
@@ -277,6 +287,10 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
                                       eval_rng)
         if writer is not None:
           writer.scalars(step, {'eval/loss': float(eval_metrics['loss'])})
+      if job.on_eval is not None and step % sc.eval_freq == 0:
+        scalars = job.on_eval(p_state, step)
+        if writer is not None:
+          writer.scalars(step, scalars)
       if (step % sc.snapshot_freq_for_preemption == 0 or step % sc.snapshot_freq == 0
           or step == sc.n_iters):
         save(step)

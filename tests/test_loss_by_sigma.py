@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import sde_lib
+import helpers
+from score_sde import sde_lib, training
+from score_sde.evaluation import loop
 from score_sde.evaluation import loss_by_sigma as lbs
 
 SDES = {'vp': sde_lib.VPSDE(), 've': sde_lib.VESDE(sigma_min=0.01, sigma_max=20.0),
@@ -74,7 +76,7 @@ def test_time_of_sigma_inverts_sigma_of_t():
   for sde in SDES.values():
     lo, hi = lbs.sigma_range(sde)
     sigma = jnp.asarray(np.geomspace(lo * 1.01, hi * 0.99, 5), jnp.float32)
-    np.testing.assert_allclose(lbs.sigma_of_t(sde, lbs.time_of_sigma(sde, sigma)), sigma,
+    np.testing.assert_allclose(sde.sigma_of_t(lbs.time_of_sigma(sde, sigma)), sigma,
                                rtol=1e-3)
 
 
@@ -84,3 +86,21 @@ def test_single_point_data_has_zero_optimal_and_linear_loss():
                         num_examples=8, edges=lbs.bucket_edges(num_buckets=3))
   np.testing.assert_allclose(r['optimum'], 0.0, atol=1e-10)
   np.testing.assert_allclose(r['linear'], 0.0, atol=1e-10)
+
+
+def test_training_and_eval_report_the_loss_by_sigma(tmp_path):
+  # eval.loss_by_sigma: TensorBoard scalars at eval_freq, a report entry and a plot per checkpoint.
+  config = helpers.tiny_toy_config(n_iters=2, log_freq=2, eval_freq=2, snapshot_freq=2,
+                                   snapshot_freq_for_preemption=2)
+  config.model.nf, config.model.num_layers = 8, 1
+  config.eval.update(loss_by_sigma=True, loss_by_sigma_examples=8, loss_by_sigma_reference=64,
+                     batch_size=64, enable_loss=False)
+  training.train_and_evaluate(config, str(tmp_path))
+  events = b''.join(p.read_bytes() for p in (tmp_path / 'tensorboard').rglob('*') if p.is_file())
+  assert b'eval/loss_sigma_' in events
+  report = loop.evaluate(config, str(tmp_path))[2]['loss_by_sigma']
+  assert list(report) == lbs.bucket_names(lbs.bucket_edges())
+  inside = [v for v in report.values() if v['model'] is not None]
+  assert len(inside) >= 5 and all(np.isfinite(v['model']) for v in inside)
+  assert all(v['optimum'] <= v['linear'] * 1.05 + 1e-6 for v in report.values())
+  assert (tmp_path / 'eval' / 'loss_by_sigma_2.png').exists()

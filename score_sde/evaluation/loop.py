@@ -11,6 +11,8 @@ i * ``training.snapshot_freq``), with the EMA parameters, on every device (``par
             (FID and KID on pool_3 against the reference statistics of ``reference_stats``, IS
             on the logits); 2-D data: ``eval.toy_metrics`` (``toy_metrics.METRICS``) against
             fresh data draws
+  loss by sigma  ``eval.loss_by_sigma``: the loss per noise level next to the empirical optimum
+            and the linear denoiser (``loss_by_sigma``), plotted to ``eval/loss_by_sigma_<step>.png``
 The results are tied to the config that produced them: ``ckpt_<step>/config.json`` records it,
 and a rerun whose config differs in anything but ``RESULTS_MAY_DIFFER`` (run length, the
 checkpoint range, data loading) recomputes that checkpoint instead of reusing its numbers. The
@@ -37,7 +39,7 @@ from score_sde import checkpointing, datasets, generation, losses, models, paral
 from score_sde import sde_lib, train_state
 from score_sde.checkpointing import identity, posthoc
 from score_sde.errors import ConfigError
-from score_sde.evaluation import bpd, toy_metrics
+from score_sde.evaluation import bpd, loss_by_sigma, toy_metrics
 
 # Config keys that do not change a checkpoint's numbers: stored results made with other values
 # are reused.
@@ -65,9 +67,9 @@ def eval_dir(workdir: str, ema_sigma_rel: float | None = None) -> str:
 
 def _check_config(config) -> None:
   ev = config.eval
-  if not (ev.enable_loss or ev.enable_bpd or ev.enable_sampling):
-    raise ConfigError('Nothing to evaluate: set eval.enable_loss, eval.enable_bpd or '
-                      'eval.enable_sampling.')
+  if not (ev.enable_loss or ev.enable_bpd or ev.enable_sampling or ev.loss_by_sigma):
+    raise ConfigError('Nothing to evaluate: set eval.enable_loss, eval.enable_bpd, '
+                      'eval.enable_sampling or eval.loss_by_sigma.')
   if ev.enable_sampling and not bpd.is_image_data(config):
     toy_metrics.check_metric_names(ev.toy_metrics)
   if ev.enable_sampling and ev.num_samples < 2:
@@ -248,6 +250,8 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
     sampling_config.sampling.batch_size = ev.batch_size
     sample_fn = generation.get_sample_fn(sampling_config, sde, model, mesh.devices.flat)
 
+  evaluate_sigma = loss_by_sigma.for_config(config, sde, model) if ev.loss_by_sigma else None
+
   out = eval_dir(workdir, config.sampling.get('ema_sigma_rel'))
   reports, t_start, done_now = {}, time.time(), 0
   stale = {s: d for s in steps if (d := _stale_results(config, workdir, s)) is not None}
@@ -278,6 +282,13 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
       if ev.enable_loss and 'loss' not in report:
         report['loss'] = _loss(config, p_eval_step, parallel.replicate_global(state, mesh), mesh,
                                jax.random.fold_in(rng, 1))
+        reporting.write_json(partial_path, report)
+      if evaluate_sigma is not None and 'loss_by_sigma' not in report:
+        result = evaluate_sigma(state.ema_params, jax.random.fold_in(rng, 5))
+        report['loss_by_sigma'] = loss_by_sigma.to_report(result)
+        if parallel.is_main_process():
+          loss_by_sigma.plot({f'step {step}': result},
+                             os.path.join(out, f'loss_by_sigma_{step}.png'))
         reporting.write_json(partial_path, report)
       p_params = parallel.replicate_global(state.ema_params, mesh)
       if ev.enable_bpd and 'likelihood' not in report:
@@ -316,6 +327,9 @@ def _flatten(report: dict) -> dict[str, Any]:
   if 'likelihood' in report:
     name = report['likelihood']['metric']
     row[name], row[name + '_se'] = report['likelihood']['mean'], report['likelihood']['std_err']
+  for bucket, v in report.get('loss_by_sigma', {}).items():
+    if v['model'] is not None:
+      row[f'loss_sigma_{bucket}'] = v['model']
   if 'sampling' in report:
     row['nfe'] = report['sampling']['nfe']
     for k, v in report['sampling'].items():

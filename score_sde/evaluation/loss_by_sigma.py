@@ -62,23 +62,18 @@ def _scale_and_std(sde, t):
   return mean[:, 0], std
 
 
-def sigma_of_t(sde, t: jax.Array) -> jax.Array:
-  """sigma(t) = s(t) / m(t), (B,)."""
-  m, s = _scale_and_std(sde, t)
-  return s / m
-
-
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=('iters',))
 def time_of_sigma(sde, sigma: jax.Array, eps: float = 1e-5, iters: int = 50) -> jax.Array:
-  """The time t in [eps, T] with sigma(t) = sigma (clipped to the range), by bisection on the
-  increasing sigma(t): any SDE, no closed-form inverse needed. sigma: (B,) -> t: (B,)."""
+  """The time t in [eps, T] with sigma(t) = s(t) / m(t) = sigma (``sde.sigma_of_t``; clipped to
+  the range), by bisection on the increasing sigma(t): any SDE, no closed-form inverse needed.
+  sigma: (B,) -> t: (B,)."""
   lo = jnp.full(sigma.shape, eps, jnp.float32)
   hi = jnp.full(sigma.shape, sde.T, jnp.float32)
 
   def bisect(_, bounds):
     lo, hi = bounds
     mid = (lo + hi) / 2
-    above = sigma_of_t(sde, mid) > sigma
+    above = sde.sigma_of_t(mid) > sigma
     return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
   lo, hi = jax.lax.fori_loop(0, iters, bisect, (lo, hi))
   return (lo + hi) / 2
@@ -86,7 +81,7 @@ def time_of_sigma(sde, sigma: jax.Array, eps: float = 1e-5, iters: int = 50) -> 
 
 def sigma_range(sde, eps: float = 1e-5) -> tuple[float, float]:
   """[sigma(eps), sigma(T)]: the noise levels the SDE trains and samples."""
-  ends = sigma_of_t(sde, jnp.asarray([eps, sde.T], jnp.float32))
+  ends = sde.sigma_of_t(jnp.asarray([eps, sde.T], jnp.float32))
   return float(ends[0]), float(ends[1])
 
 
@@ -141,7 +136,7 @@ def _noisy_examples(sde, key, data, log_lo, log_hi, batch: int, eps, inside):
   y = data[jax.random.randint(ki, (batch,), 0, data.shape[0])]
   sigma = jnp.exp(jax.random.uniform(ks, (batch,), minval=log_lo, maxval=log_hi))
   t = time_of_sigma(sde, sigma, eps)
-  sigma = jnp.where(inside, sigma_of_t(sde, t), sigma)
+  sigma = jnp.where(inside, sde.sigma_of_t(t), sigma)
   return y, t, sigma, y + sde_lib.batch_mul(sigma, jax.random.normal(kz, y.shape))
 
 
@@ -209,6 +204,15 @@ def scalars(result: dict[str, np.ndarray], prefix: str = 'eval/loss_sigma_') -> 
   return out
 
 
+def to_report(result: dict[str, np.ndarray]) -> dict[str, dict[str, float | None]]:
+  """JSON-ready {bucket: {'model', 'optimum', 'linear'}} (None where the SDE has no such sigma)."""
+  def value(v):
+    return None if np.isnan(v) else float(v)
+  return {name: {'model': value(m), 'optimum': value(o), 'linear': value(lin)}
+          for name, m, o, lin in zip(bucket_names(result['edges']), result['model'],
+                                     result['optimum'], result['linear'])}
+
+
 def plot(results: dict[str, dict[str, np.ndarray]], path: str) -> str:
   """Saves a log-log plot of L(sigma) per run, with the empirical optimum and the linear
   denoiser of the first run (the same data: the same references), as a PNG."""
@@ -258,11 +262,11 @@ def for_config(config, sde, model) -> Callable[[object, jax.Array], dict[str, np
   reference set (``eval.loss_by_sigma_reference`` distinct training examples) is drawn once,
   from its own pass over the train split (the training stream is not touched);
   ``eval.loss_by_sigma_examples`` (y, z, sigma) triples per bucket."""
-  from score_sde import datasets, generation
+  from score_sde import datasets
   from score_sde.models import utils as mutils
   ev = config.eval
   batches = datasets.get_dataset(config, 'train', num_local_devices=1)
-  reference = reference_set(batches, ev.loss_by_sigma_reference, generation.sample_shape(config))
+  reference = reference_set(batches, ev.loss_by_sigma_reference, datasets.sample_shape(config))
 
   def evaluate(params, rng):
     score_fn = jax.jit(mutils.get_score_fn(sde, model, params,
