@@ -5,6 +5,15 @@ Sized for the CPU: nf 16, two resolutions (16, 8) with one residual block each a
 8x8 (DDPM++'s layout, shrunk), batch 64, dropout off (1,527 training images, a few thousand
 steps: the model underfits rather than overfits). The VP / sub-VP / VE files set the SDE and
 the paper's per-SDE choices.
+
+Every family's network is EDM-preconditioned (``model.precond = 'edm'``: c_in / c_skip / c_out,
+ln sigma ~ N(-1.2, 1.2^2), EDM's weighting; the SDE, its prior and its samplers stay the
+family's): with the paper's eps (VP, sub-VP) or score (VE) output the x0 prediction
+(x - s eps) / m multiplies the network's error by sigma = s / m, up to 150 at VP's T, and after
+1,200 steps that prediction was 8-50x worse than the data mean above sigma = 20 (per-sigma
+table: benchmarks/RESULTS.md, "Digits that learn well"); deterministic samplers start from it
+and ~20-30% of their samples ended as pixel noise. 2,000 steps fit `make demo-digits`' 10
+minutes on a quiet 2-core CPU (~5.5 steps/s).
 """
 from configs import base
 from configs.default_cifar10_configs import add_image_model_keys
@@ -14,10 +23,10 @@ def get_default_configs():
   config = add_image_model_keys(base.get_base_config())
   training = config.training
   training.batch_size = 64
-  training.n_iters = 1200
+  training.n_iters = 2000
   training.log_freq = 100
   training.eval_freq = 500
-  training.snapshot_freq = 1200
+  training.snapshot_freq = 2000
   training.snapshot_freq_for_preemption = 400
   training.snapshot_sampling = False     # sample after training (sample.py), not during
   training.continuous = True
@@ -49,6 +58,8 @@ def get_default_configs():
   model.attn_resolutions = (8,)
   model.dropout = 0.0
   model.ema_rate = 0.995                  # a short run: average its last few hundred steps
+  model.precond = 'edm'                  # see the module docstring
+  model.sigma_data = 0.5
   model.sigma_min = 0.01
   model.sigma_max = 20.0                 # about the largest distance between two 16x16 images
   model.num_scales = 1000

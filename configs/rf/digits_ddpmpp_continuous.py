@@ -8,4 +8,5 @@ def get_config():
   config.training.sde = 'rectified_flow'
   config.training.objective = 'velocity'
   config.model.parameterization = 'velocity'
+  config.model.precond = 'paper'   # a velocity network is well conditioned: x0 = x - t v
   return config

@@ -5,6 +5,6 @@ from configs import default_digits
 def get_config():
   config = default_digits.get_default_configs()
   config.training.sde = 'vesde'
-  config.model.scale_by_sigma = True
-  config.training.reduce_mean = False
+  # EDM preconditioning (default_digits) scales the network's input and output itself.
+  config.model.scale_by_sigma = False
   return config
