@@ -24,9 +24,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax
 
-from score_sde.errors import ConfigError, DataError, MissingFileError, ScoreSDEError
+from score_sde.errors import ConfigError, MissingFileError, ScoreSDEError
 from score_sde.models import autoencoder, torch_weights
 
 WEIGHTS_FILE = 'diffusion_pytorch_model.safetensors'
@@ -105,33 +104,17 @@ def load_diffusers(src: str) -> tuple[autoencoder.AutoencoderKL, dict]:
 
 def save(dst: str, model: autoencoder.AutoencoderKL, params: Any) -> None:
   """One ``.npz`` with the params and the module's fields; written atomically."""
-  fields = {k: getattr(model, k) for k in _FIELDS}
-  fields['block_out_channels'] = list(fields['block_out_channels'])
-  arrays = {'params/' + '/'.join(k): np.asarray(v)
-            for k, v in flax.traverse_util.flatten_dict(params).items()}
-  tmp = dst + '.tmp.npz'
-  np.savez(tmp, __config__=np.array(json.dumps(fields)), **arrays)
-  os.replace(tmp, dst)
+  torch_weights.save_npz(dst, {k: getattr(model, k) for k in _FIELDS}, params)
 
 
 def load(path: str) -> tuple[autoencoder.AutoencoderKL, dict]:
   """(module, params) from a converted ``.npz`` or a diffusers folder / ``.safetensors`` file."""
   if not path.endswith('.npz'):
     return load_diffusers(path)
-  if not os.path.isfile(path):
-    raise MissingFileError(f'{path!r} does not exist; {HOW_TO_GET}')
-  with np.load(path, allow_pickle=False) as data:
-    if '__config__' not in data:
-      raise DataError(f'{path!r} is not a converted autoencoder (no __config__ entry); '
-                      f'{HOW_TO_GET}')
-    fields = json.loads(str(data['__config__']))
-    fields['block_out_channels'] = tuple(fields['block_out_channels'])
-    flat = {tuple(k.split('/')[1:]): data[k] for k in data.files if k.startswith('params/')}
+  fields, params = torch_weights.load_npz(path, HOW_TO_GET)
   model = autoencoder.AutoencoderKL(**fields)
-  params = flax.traverse_util.unflatten_dict(flat)
-  # Same checks as for a diffusers file: a hand-edited or truncated .npz is named, not crashed on.
-  state_dict = torch_weights.params_to_state_dict(params)
-  return model, convert_state_dict(state_dict, model, repr(path))
+  # Checked as a diffusers file is: a hand-edited or truncated .npz is named, not crashed on.
+  return model, convert_state_dict(torch_weights.params_to_state_dict(params), model, repr(path))
 
 
 def main(argv=None) -> int:
