@@ -1,0 +1,21 @@
+"""Latent diffusion on the digits: the VP DDPM++ of ``configs/vp/digits_ddpmpp_continuous.py``
+(same width, steps, batch and sampler) on the 8x8x2 latents of the autoencoder trained by
+``configs/latent/digits_autoencoder.py`` in ``runs/digits_ae``:
+
+  train.py --config=configs/latent/digits_ddpmpp.py --workdir=runs/digits_latent_ddpmpp
+  sample.py --config=configs/latent/digits_ddpmpp.py --workdir=runs/digits_latent_ddpmpp
+
+(``--config.data.latents=DIR`` for an autoencoder elsewhere). The training images are encoded
+once into ``data.latent_cache``; samples are decoded before pictures and metrics.
+"""
+from configs.vp import digits_ddpmpp_continuous
+
+
+def get_config():
+  config = digits_ddpmpp_continuous.get_config()
+  data = config.data
+  data.latents = 'runs/digits_ae'
+  data.latent_size = 8
+  data.latent_channels = 2
+  config.model.attn_resolutions = (4,)   # the 8x8 latents' lower resolution
+  return config
