@@ -115,6 +115,14 @@ def get_base_config():
   data.data_dir = placeholder(str)                   # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets)
   data.num_workers = 2                   # grain worker threads (sized for a 2-core machine)
   data.prefetch = 2                      # batches prepared ahead of the training step
+  # Latent diffusion (score_sde/datasets/latents.py): the model learns the latents of an
+  # autoencoder: a workdir trained with --mode=train_autoencoder, a converted .npz or a diffusers
+  # folder. latent_size / latent_channels: the latent shape the model is built for (checked
+  # against the autoencoder). The split is encoded once into latent_cache (None: beside it).
+  data.latents = placeholder(str)
+  data.latent_size = placeholder(int)
+  data.latent_channels = placeholder(int)
+  data.latent_cache = placeholder(str)
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'mlp'
@@ -136,6 +144,14 @@ def get_base_config():
   model.dtype = 'float32'                # network compute: 'float32' | 'bfloat16' (params,
                                          # optimizer, EMA, loss stay float32; models/compute.py)
   model.remat = False                    # recompute each block's activations in the backward pass
+  # DiT (models/dit.py): variant 'DiT-S/2' ... 'DiT-XL/8', or None and the four sizes below.
+  model.variant = placeholder(str)
+  model.patch_size = 2
+  model.hidden_size = 384
+  model.depth = 12
+  model.num_heads = 6
+  model.mlp_ratio = 4.0
+  model.learn_sigma = False              # DiT's variance channels (kept for its checkpoints; unused)
 
   # The noise-conditional classifier of classifier guidance (models/classifier.py), trained by
   # `train.py --mode=train_classifier` into <workdir>/classifier.
@@ -150,6 +166,25 @@ def get_base_config():
   classifier.lr = 1e-3
   classifier.log_freq = 100
   classifier.snapshot_freq = 1000        # saved every snapshot_freq steps, at the end and on SIGTERM
+
+  # The KL autoencoder of latent diffusion (models/autoencoder.py, diffusers' AutoencoderKL),
+  # trained by `train.py --mode=train_autoencoder` into <workdir>/autoencoder. SD 1.x's sizes.
+  config.autoencoder = autoencoder = ml_collections.ConfigDict()
+  autoencoder.block_out_channels = (128, 256, 512, 512)
+  autoencoder.layers_per_block = 2
+  autoencoder.latent_channels = 4
+  autoencoder.norm_num_groups = 32
+  autoencoder.mid_block_add_attention = True
+  autoencoder.scaling_factor = placeholder(float)   # None: 1 / std of the training latents
+  autoencoder.scale_examples = 1024      # images that std is measured on
+  autoencoder.recon_loss = 'l1'          # 'l1' | 'l2', summed over pixels
+  autoencoder.kl_weight = 1e-6           # weight of KL(q(z|x) || N(0, I)) (LDM's kl-f8: 1e-6)
+  autoencoder.batch_size = 64
+  autoencoder.n_iters = 100000
+  autoencoder.lr = 1e-4
+  autoencoder.log_freq = 100
+  autoencoder.eval_freq = 1000
+  autoencoder.snapshot_freq = 5000       # saved every snapshot_freq steps, at the end and on SIGTERM
   model.sigma_data = 0.5                 # EDM preconditioning's data std
   model.parameterization = placeholder(str)   # network output: 'score' | 'eps' | 'x0' | 'velocity';
                                          # None: the SDE's default (VE: score, others: eps)

@@ -12,8 +12,8 @@ the batch. The loop (checkpoints, preemption, TensorBoard, every device) is ``tr
 When training ends the parameters are exported in the converted-autoencoder format
 (``convert_autoencoder.save``) with the latent scaling factor: ``autoencoder.scaling_factor``, or
 when None 1 / std of the posterior means of the first ``autoencoder.scale_examples`` training
-images (the LDM recipe: unit-variance latents). ``load_autoencoder(path)`` reads that export, a
-converted ``.npz`` or a diffusers folder: what ``data.latents`` names.
+images (the LDM recipe: unit-variance latents); ``checkpointing.autoencoder.load_autoencoder``
+reads it, which is what ``data.latents`` names.
 """
 from __future__ import annotations
 
@@ -26,16 +26,13 @@ import numpy as np
 import optax
 
 from score_sde import checkpointing, datasets, parallel, train_state, training
-from score_sde.errors import ConfigError, MissingFileError
+from score_sde.checkpointing import autoencoder as ae_checkpoints
+from score_sde.datasets import latents
+from score_sde.errors import ConfigError
 from score_sde.models import autoencoder as ae_lib
 from score_sde.models import convert_autoencoder
 
-EXPORT = 'autoencoder.npz'
 RECON_LOSSES = {'l1': jnp.abs, 'l2': jnp.square}
-
-
-def autoencoder_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'autoencoder')
 
 
 def from_config(config) -> ae_lib.AutoencoderKL:
@@ -117,6 +114,9 @@ def train_autoencoder(config, workdir: str,
   under ``<workdir>/autoencoder`` (resuming from there), then writes the export."""
   if config.data.image_size is None:
     raise ConfigError('An autoencoder trains on images; data.dataset is a 2-D toy.')
+  if config.data.get('latents'):
+    raise ConfigError('--mode=train_autoencoder trains on the images: unset data.latents (it '
+                      'names the autoencoder a latent model uses).')
   parallel.initialize_distributed(config.training.distributed)
   devices = list(devices or jax.local_devices())
   mesh = parallel.make_mesh(devices if jax.process_count() == 1 else None)
@@ -135,10 +135,10 @@ def train_autoencoder(config, workdir: str,
       data['train'],
       training.Schedule(a.n_iters, a.log_freq, eval_freq=a.eval_freq, snapshot_freq=a.snapshot_freq,
                         snapshot_freq_for_preemption=a.snapshot_freq, keep_snapshots=False),
-      checkpointing.checkpoint_dir(autoencoder_dir(workdir)), rng=tuple(rngs),
+      checkpointing.checkpoint_dir(ae_checkpoints.autoencoder_dir(workdir)), rng=tuple(rngs),
       eval_step=eval_step, eval_iter=data['test'],
-      tensorboard_dir=os.path.join(autoencoder_dir(workdir), 'tensorboard'),
-      log_metrics=('loss', 'recon', 'kl'), batch_size=a.batch_size)
+      tensorboard_dir=os.path.join(ae_checkpoints.autoencoder_dir(workdir), 'tensorboard'),
+      config=config, log_metrics=('loss', 'recon', 'kl'), batch_size=a.batch_size)
   state = training.run(job, mesh)
   if parallel.is_main_process():
     export(config, model, parallel.to_host(state.params), workdir)
@@ -158,28 +158,9 @@ def export(config, model, params, workdir: str) -> str:
   """Writes ``<workdir>/autoencoder/autoencoder.npz`` with its scaling factor; returns the path."""
   a = config.autoencoder
   if a.scaling_factor is None:
-    images = first_images(config, 'train', a.scale_examples)
-    model = model.replace(scaling_factor=1.0 / latent_std(model, params, images))
-  path = os.path.join(autoencoder_dir(workdir), EXPORT)
+    source, preprocess, _ = datasets.DATASETS[config.data.dataset](config, 'train')
+    images, _ = latents.read_images(source, preprocess, 0, min(a.scale_examples, len(source)))
+    model = model.clone(scaling_factor=1.0 / latent_std(model, params, images))
+  path = ae_checkpoints.export_path(workdir)
   convert_autoencoder.save(path, model, params)
   return path
-
-
-def first_images(config, split: str, n: int) -> np.ndarray:
-  """The first ``n`` images of ``split`` in its order, float32 in [-1, 1]."""
-  source, preprocess, _ = datasets.DATASETS[config.data.dataset](config, split)
-  n = min(n, len(source))
-  images = np.stack([preprocess(source[i])['image'] for i in range(n)])
-  return images.astype(np.float32) / 127.5 - 1.0
-
-
-def load_autoencoder(path: str) -> tuple[ae_lib.AutoencoderKL, dict]:
-  """(module, params) of what ``data.latents`` names: a workdir trained with
-  ``--mode=train_autoencoder``, a converted ``.npz``, or a diffusers folder / ``.safetensors``."""
-  export_path = os.path.join(autoencoder_dir(path), EXPORT)
-  if os.path.isfile(export_path):
-    return convert_autoencoder.load(export_path)
-  if os.path.isdir(autoencoder_dir(path)):
-    raise MissingFileError(f'{path!r} has autoencoder checkpoints but no {EXPORT} yet: run '
-                           f'train.py --mode=train_autoencoder --workdir={path} to the end.')
-  return convert_autoencoder.load(path)

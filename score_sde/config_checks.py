@@ -9,6 +9,8 @@ choices. It checks
 - every name is known: SDE, model, ``model.precond`` (for that model), dataset, optimizer,
   sampling method, predictor, corrector, time schedule, Hutchinson type;
 - batch sizes divide over the devices;
+- latent diffusion settings hang together (``datasets.latents.check_config``): latents with an
+  autoencoder and a latent shape, centred, no bits/dim;
 - the SDE, model, optimizer and sampler build from the config: their factories' own checks run
   here, before a checkpoint is restored.
 
@@ -201,6 +203,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   _check_names(config)
   _check_effective(config)
   _check_posthoc_and_clip(config)
+  datasets.latents.check_config(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))
   _built('model', lambda: models.get_model(config))
   _built('optimizer', lambda: train_state.get_optimizer(config.optim))

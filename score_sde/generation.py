@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import datasets, parallel, sampling, sde_lib
+from score_sde.datasets import latents
 from score_sde.errors import ConfigError, DataError
 from score_sde.models import classifier as classifiers
 from score_sde.models import utils as mutils
@@ -61,10 +62,13 @@ class SampleFn:
   samples (``config.sampling.batch_size``, split over every device of every host, a distinct
   key per device). ``params`` come from ``put_params``; ``inputs`` are this host's share of the
   per-example inputs (labels, observed images, masks; {} for plain sampling). Every host gets
-  the whole (batch_size, ...) array."""
+  the whole (batch_size, ...) array. ``decode`` (latent diffusion) maps what the model drew to
+  images; ``draw`` applies it."""
 
-  def __init__(self, per_device: Callable, mesh, batch_size: int, input_keys: tuple[str, ...]):
+  def __init__(self, per_device: Callable, mesh, batch_size: int, input_keys: tuple[str, ...],
+               decode: Callable[[np.ndarray], np.ndarray] | None = None):
     self.mesh, self.batch_size, self.input_keys = mesh, batch_size, input_keys
+    self.decode = decode
     self._step = parallel.sampling_step(per_device, mesh)
     self._fits = False
 
@@ -109,7 +113,8 @@ def get_sample_fn(config, sde, model, devices: Sequence | None = None, *,
 
   def per_device_fn(params, inputs, rng):
     return draw_one(rng, x0_clip.from_config(config, sde, make_score(params, inputs)), inputs)
-  return SampleFn(per_device_fn, mesh, batch_size, tuple(input_keys))
+  decode = latents.get_decoder(config) if config.data.get('latents') else None
+  return SampleFn(per_device_fn, mesh, batch_size, tuple(input_keys), decode)
 
 
 def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,
@@ -119,7 +124,7 @@ def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,
 
   ``inputs`` (per-example arrays, the same on every host) are cycled to ``num_samples``; call r
   uses key ``fold_in(rng, r)``. Returns the samples (num_samples, ...), the inputs each sample
-  was drawn with, and the NFE of one call.
+  was drawn with, and the NFE of one call. A latent model's samples are decoded to images.
   """
   inputs = inputs or {}
   per_call = sample_fn.batch_size
@@ -132,8 +137,10 @@ def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,
     batch = {k: v[r * per_call:(r + 1) * per_call][mine] for k, v in cycled.items()}
     samples, nfe = sample_fn(params, batch, jax.random.fold_in(rng, r))
     out.append(samples)
-  return (np.concatenate(out)[:num_samples], {k: v[:num_samples] for k, v in cycled.items()},
-          nfe)
+  samples = np.concatenate(out)[:num_samples]
+  if sample_fn.decode is not None:
+    samples = sample_fn.decode(samples)
+  return samples, {k: v[:num_samples] for k, v in cycled.items()}, nfe
 
 
 def check_inputs(config, model, inputs: dict[str, np.ndarray], classifier=None) -> None:
@@ -151,6 +158,9 @@ def check_inputs(config, model, inputs: dict[str, np.ndarray], classifier=None) 
       guidance.check_guidable(model)
   elif classifier is not None:
     raise ConfigError('--classifier_workdir guides towards --labels; give them too.')
+  if config.data.get('latents') and ('grey' in inputs or 'image' in inputs):
+    raise ConfigError('Inpainting and colorization act on pixels; this model (data.latents) '
+                      'draws latents.')
   if 'grey' in inputs and 'image' in inputs:
     raise ConfigError('Give either --inpaint_image/--inpaint_mask or --colorize_image.')
   if ('image' in inputs) != ('mask' in inputs):

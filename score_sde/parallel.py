@@ -659,6 +659,26 @@ def fetch(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def local_map(fn: Callable, batch_size: int) -> Callable:
+  """``call(params, x) -> fn(params, x)`` for numpy x (N, ...), in chunks of ``batch_size``
+  split over this host's devices (params replicated), as numpy (N, ...). Each host runs it on
+  its own data (e.g. encoding its own shards of a dataset): no collective, no barrier."""
+  mesh = Mesh(np.asarray(jax.local_devices()), (AXIS,))
+  n = len(jax.local_devices())
+  chunk = -(-batch_size // n) * n
+  mapped = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS),
+                                 check_vma=False))
+
+  def call(params, x):
+    out = []
+    for start in range(0, len(x), chunk):
+      part = np.asarray(x[start:start + chunk])
+      pad = np.zeros((chunk - len(part),) + part.shape[1:], part.dtype)
+      out.append(np.asarray(mapped(params, np.concatenate([part, pad])))[:len(part)])
+    return np.concatenate(out)
+  return call
+
+
 def sampling_step(fn: Callable, mesh: Mesh) -> Callable:
   """``step(params, inputs, rng) -> (samples, nfe)`` on every device of ``mesh``.
 

@@ -17,8 +17,10 @@ from score_sde import errors, reporting
 MAY_DIFFER = (
     'training.n_iters', 'training.log_freq', 'training.eval_freq', 'training.snapshot_freq',
     'training.snapshot_freq_for_preemption', 'training.snapshot_sampling',
-    'training.distributed', 'training.posthoc_ema_snapshot_freq', 'sampling.', 'eval.', 'data.num_workers', 'data.prefetch',
-    'data.data_dir', 'data.path', 'model.dtype', 'model.remat')
+    'training.distributed', 'training.posthoc_ema_snapshot_freq', 'sampling.', 'eval.',
+    'data.num_workers', 'data.prefetch', 'data.data_dir', 'data.path', 'data.latent_cache',
+    'model.dtype', 'model.remat', 'autoencoder.n_iters', 'autoencoder.log_freq',
+    'autoencoder.eval_freq', 'autoencoder.snapshot_freq')
 
 
 def config_to_dict(config) -> dict:

@@ -29,14 +29,16 @@ import jax
 import numpy as np
 
 from score_sde import errors, parallel
-from score_sde.datasets import digits, folder, pipeline, tfds_images, toy
+from score_sde.datasets import digits, folder, latents, pipeline, tfds_images, toy
 
 
 def sample_shape(config) -> tuple[int, ...]:
-  """Per-example data shape: (H, W, C) for images, (D,) for low-dimensional data."""
+  """Per-example shape of what the model learns: (H, W, C) for images, (h, w, c) for the latents
+  of ``data.latents``, (D,) for low-dimensional data."""
   if config.data.image_size is None:
     return (config.data.dim,)
-  return (config.data.image_size, config.data.image_size, config.data.num_channels)
+  data = latents.latent_view(config).data
+  return (data.image_size, data.image_size, data.num_channels)
 
 
 def get_data_scaler(config):
@@ -161,13 +163,16 @@ def get_dataset(config, split: str = 'train', num_local_devices: int | None = No
     raise errors.ConfigError(unknown_dataset_message(name))
   source, preprocess, _ = DATASETS[name](config, split)
   data = config.data
+  pixels = not data.get('latents')
+  if not pixels:   # the split encoded once by data.latents' autoencoder (datasets/latents.py)
+    source, preprocess, _ = latents.get_source(config, split, (source, preprocess, _))
   dequantize = (data.uniform_dequantization if uniform_dequantization is None
                 else uniform_dequantization)
   opts = pipeline.PipelineOptions(
       global_batch_size=batch_size, num_local_devices=num_local_devices,
-      image_shape=(data.image_size, data.image_size, data.num_channels), seed=seed,
+      image_shape=sample_shape(config), seed=seed,
       shuffle=not evaluation, num_epochs=num_repeats if evaluation else None,
       random_flip=bool(data.random_flip) and split == 'train' and not evaluation,
       uniform_dequantization=bool(dequantize), scaler=get_data_scaler(config),
-      num_workers=data.get('num_workers', 2), prefetch=data.get('prefetch', 2))
+      num_workers=data.get('num_workers', 2), prefetch=data.get('prefetch', 2), pixels=pixels)
   return pipeline.build(source, preprocess, opts)

@@ -38,6 +38,8 @@ class PipelineOptions:
   scaler: Callable[[np.ndarray], np.ndarray]
   num_workers: int = 2
   prefetch: int = 2                   # batches buffered ahead by the worker threads
+  pixels: bool = True                 # False: float examples already in the model's range
+                                      # (latents): no flip, dequantization or scaling
 
 
 def _to_model_range(batch: dict[str, Any], rng: np.random.Generator, random_flip: bool,
@@ -82,9 +84,10 @@ def build(source: Any, preprocess: Callable, opts: PipelineOptions) -> ImageIter
   ds = ds.repeat(opts.num_epochs)
   ds = ds.map(preprocess)
   ds = ds.batch(host_batch, drop_remainder=opts.num_epochs is None)
-  ds = ds.random_map(functools.partial(
-      _to_model_range, random_flip=opts.random_flip,
-      uniform_dequantization=opts.uniform_dequantization, scaler=opts.scaler), seed=opts.seed)
+  if opts.pixels:
+    ds = ds.random_map(functools.partial(
+        _to_model_range, random_flip=opts.random_flip,
+        uniform_dequantization=opts.uniform_dequantization, scaler=opts.scaler), seed=opts.seed)
   read = grain.ReadOptions(num_threads=opts.num_workers, prefetch_buffer_size=opts.prefetch)
   num_batches = None if opts.num_epochs is None else math.ceil(examples_per_host / host_batch)
   return ImageIterator(ds.to_iter_dataset(read), opts, host_batch, num_batches)

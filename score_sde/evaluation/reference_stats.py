@@ -99,6 +99,8 @@ def dataset_features(config, feature_fn, split: str = DEFAULT_SPLIT,
   raw = ml_collections.ConfigDict(config.to_dict())
   raw.data.centered = False          # the pipeline then yields q / 255, i.e. the uint8 pixels
   raw.data.random_flip = False
+  raw.data.latents = None            # a latent model is measured on the images, not the latents
+  raw.data.latent_size = raw.data.latent_channels = None
   it = datasets.get_dataset(raw, split, num_local_devices=1,
                             batch_size=batch_size or config.eval.batch_size, evaluation=True,
                             uniform_dequantization=False)

@@ -4,11 +4,14 @@ Every model is a Flax Linen module called as ``model.apply({'params': p}, x, lab
 (with ``rngs={'dropout': key}`` when training with dropout); ``labels`` are the (B,) noise
 conditioning from ``models.utils`` and the output has x's shape. Each model module exposes
 ``from_config(config)``, which alone reads the config and passes typed keyword arguments.
+With ``data.latents`` the network is built for the latents: ``from_config`` sees the config's
+``latent_view`` (image size and channels replaced by the latent's).
 """
 from __future__ import annotations
 
 from score_sde.errors import ConfigError
-from score_sde.models import ddpm, mlp, ncsnpp, ncsnv2
+from score_sde.datasets import latents
+from score_sde.models import ddpm, dit, mlp, ncsnpp, ncsnv2
 
 MODELS = {
     'mlp': mlp.from_config,
@@ -17,10 +20,11 @@ MODELS = {
     'ncsnv2_64': ncsnv2.from_config,
     'ncsnv2_128': ncsnv2.from_config,
     'ncsnv2_256': ncsnv2.from_config,
+    'dit': dit.from_config,
 }
 
 # Models with a class embedding (model.class_conditional).
-CLASS_CONDITIONAL_MODELS = ('mlp', 'ncsnpp', 'ddpm')
+CLASS_CONDITIONAL_MODELS = ('mlp', 'ncsnpp', 'ddpm', 'dit')
 
 
 def _check_class_conditional(config):
@@ -39,4 +43,4 @@ def get_model(config):
   if name not in MODELS:
     raise ConfigError(f'Unknown model {name!r}; valid: {sorted(MODELS)}.')
   _check_class_conditional(config)
-  return MODELS[name](config)
+  return MODELS[name](latents.latent_view(config))

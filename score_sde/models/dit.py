@@ -257,18 +257,18 @@ def check_input_size(size: int | None, patch_size: int) -> None:
                       f'patch size that divides it (model.patch_size or model.variant).')
 
 
-def from_config(config, input_size: int | None = None, in_channels: int | None = None) -> nn.Module:
-  """DiT with the fields of ``config.model`` for inputs of ``input_size``/``in_channels`` (default:
-  ``data.image_size``/``num_channels``; latent models pass the latent's), EDM-wrapped if asked."""
+def from_config(config) -> nn.Module:
+  """DiT with the fields of ``config.model`` for ``config.data``'s images (for latent diffusion,
+  ``models.get_model`` passes the latent view), EDM-wrapped if asked."""
   m, d = config.model, config.data
   fields = fields_from_config(m)
-  check_input_size(d.image_size if input_size is None else input_size, fields['patch_size'])
+  check_input_size(d.image_size, fields['patch_size'])
   if fields['hidden_size'] % fields['num_heads']:
     raise ConfigError(f'DiT hidden_size {fields["hidden_size"]} is not divisible by num_heads '
                       f'{fields["num_heads"]}.')
   return precond.wrap(config, DiT(
-      in_channels=d.num_channels if in_channels is None else in_channels,
-      mlp_ratio=m.get('mlp_ratio', 4.0), learn_sigma=m.get('learn_sigma', False),
+      in_channels=d.num_channels, mlp_ratio=m.get('mlp_ratio', 4.0),
+      learn_sigma=m.get('learn_sigma', False),
       num_classes=d.num_classes if m.get('class_conditional', False) else None,
       centered=d.centered, **fields, **compute.from_config(config)),
       embedding_type='positional')
