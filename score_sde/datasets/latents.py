@@ -180,12 +180,6 @@ def _shard_path(directory: str, i: int) -> str:
   return os.path.join(directory, f'shard_{i:05d}.npz')
 
 
-def _write_atomic_npz(path: str, **arrays) -> None:
-  tmp = path + '.tmp.npz'
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-
-
 def _check_manifest(directory: str, identity: str) -> dict | None:
   manifest = reporting.read_json(os.path.join(directory, MANIFEST))
   if manifest is None:
@@ -235,7 +229,7 @@ def build_or_load(root: str, identity: str, num_examples: int,
     arrays = {'latents': np.asarray(encode(images), np.float32)}
     if labels is not None:
       arrays['labels'] = np.asarray(labels, np.int32)
-    _write_atomic_npz(_shard_path(directory, i), **arrays)
+    reporting.write_npz(_shard_path(directory, i), **arrays)
   barrier()
   return load(directory, num_shards)
 
