@@ -47,9 +47,10 @@ def from_config(config) -> ae_lib.AutoencoderKL:
 
 
 def get_autoencoder_step_fn(model: ae_lib.AutoencoderKL, optimizer, kl_weight: float,
-                            recon_loss: str = 'l1', train: bool = True):
+                            recon_loss: str = 'l1', train: bool = True, centered: bool = True):
   """``step_fn(state, batch, rng, axis_name=None) -> (state, {'loss', 'recon', 'kl'})``;
-  ``batch['image']`` in [-1, 1]. 'recon' is the per-pixel mean error, 'kl' per example."""
+  ``batch['image']`` in [-1, 1] (``centered``) or [0, 1] (mapped to [-1, 1], the autoencoder's
+  range). 'recon' is the per-pixel mean error, 'kl' per example."""
   if recon_loss not in RECON_LOSSES:
     raise ConfigError(f'Unknown autoencoder.recon_loss {recon_loss!r}; valid: '
                       f'{sorted(RECON_LOSSES)}.')
@@ -63,7 +64,7 @@ def get_autoencoder_step_fn(model: ae_lib.AutoencoderKL, optimizer, kl_weight: f
     return loss, {'recon': jnp.mean(per_pixel), 'kl': jnp.mean(kl)}
 
   def step_fn(state, batch, rng, axis_name=None):
-    x = batch['image']
+    x = batch['image'] if centered else 2.0 * batch['image'] - 1.0
     # A different posterior sample on every device and step.
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), parallel.device_index(axis_name))
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, rng)
@@ -84,30 +85,6 @@ def init_state(config, model, optimizer, rng) -> train_state.TrainState:
   return train_state.new_state(model.init(rng, x)['params'], optimizer)
 
 
-def _centered(it, centered: bool):
-  """Batches in [-1, 1], the autoencoder's range, whatever ``data.centered`` says."""
-  if centered:
-    return it
-  return _Mapped(it, lambda b: {**b, 'image': 2.0 * b['image'] - 1.0})
-
-
-class _Mapped:
-  def __init__(self, it, fn):
-    self._it, self._fn = it, fn
-
-  def __next__(self):
-    return self._fn(next(self._it))
-
-  def __iter__(self):
-    return self
-
-  def get_state(self):
-    return self._it.get_state()
-
-  def set_state(self, state):
-    self._it.set_state(state)
-
-
 def train_autoencoder(config, workdir: str,
                       devices: Sequence | None = None) -> train_state.TrainState:
   """Trains ``config.autoencoder`` for ``autoencoder.n_iters`` steps on the training images
@@ -123,12 +100,11 @@ def train_autoencoder(config, workdir: str,
   a = config.autoencoder
   model = from_config(config)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(a.lr))
-  kw = dict(kl_weight=a.kl_weight, recon_loss=a.recon_loss)
+  kw = dict(kl_weight=a.kl_weight, recon_loss=a.recon_loss, centered=config.data.centered)
   train_step = get_autoencoder_step_fn(model, optimizer, train=True, **kw)
   eval_step = get_autoencoder_step_fn(model, optimizer, train=False, **kw)
-  data = {split: _centered(datasets.get_dataset(config, split, num_local_devices=len(devices),
-                                                batch_size=a.batch_size), config.data.centered)
-          for split in ('train', 'test')}
+  data = {split: datasets.get_dataset(config, split, num_local_devices=len(devices),
+                                      batch_size=a.batch_size) for split in ('train', 'test')}
   rngs = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 11), 3)
   job = training.Job(
       'autoencoder', lambda rng: init_state(config, model, optimizer, rng), train_step,
