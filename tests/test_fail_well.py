@@ -96,13 +96,15 @@ def reference(tmp_path_factory):
 BAD_TRAIN_INPUTS = [
     # (arguments, what the message must contain)
     (['--config.training.sde=bridge'], "training.sde 'bridge'; valid: ['edm', 'rectified_flow'"),
-    (['--config.model.name=unet9000'], "model.name 'unet9000'; valid: ['ddpm', 'mlp'"),
+    (['--config.model.name=unet9000'], "model.name 'unet9000'; valid: ['ddpm', 'dit', 'mlp'"),
     (['--config.model.precond=karras'], "model.precond 'karras'; valid: ['paper', 'edm']"),
     (['--config.model.name=ncsnv2_64', '--config.model.precond=edm'],
      "model.precond 'edm' is not available for model 'ncsnv2_64'"),
     (['--config.data.dataset=imagenet9'], "dataset 'imagenet9'; valid: ['checkerboard'"),
     (['--config.data.dataset=lsun/kitchenx'], 'valid: classroom, bedroom'),
     (['--config.optim.optimizer=SGD'], "optim.optimizer 'SGD'; valid: ['Adam']"),
+    (['--config.data.latent_size=4'], 'data.latent_size is set but data.latents names no '
+                                      'autoencoder'),
     (['--config.sampling.method=magic'], "sampling.method 'magic'; valid: ['ddim', 'dpm_solver'"),
     (['--config.sampling.predictor=rk4'], "sampling.predictor 'rk4'; valid: ['ancestral"),
     (['--config.sampling.corrector=hmc'], "sampling.corrector 'hmc'; valid: ['ald'"),

@@ -261,6 +261,8 @@ def from_config(config) -> nn.Module:
   """DiT with the fields of ``config.model`` for ``config.data``'s images (for latent diffusion,
   ``models.get_model`` passes the latent view), EDM-wrapped if asked."""
   m, d = config.model, config.data
+  if d.image_size is None:
+    raise ConfigError('DiT is an image (or latent) model; data.dataset is 2-D data.')
   fields = fields_from_config(m)
   check_input_size(d.image_size, fields['patch_size'])
   if fields['hidden_size'] % fields['num_heads']:
