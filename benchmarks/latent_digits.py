@@ -7,8 +7,9 @@ Stages (each skipped when its output exists, so a stopped run continues):
   autoencoder  train.py --mode=train_autoencoder, configs/latent/digits_autoencoder.py
   latent       train.py + sample.py, configs/latent/digits_ddpmpp.py on those latents (the
                encoding of the split happens inside train.py, timed with it)
-  pixel        train.py + sample.py, configs/vp/digits_ddpmpp_continuous.py: the pixel-space model
-               of the same network, steps, batch and sampler
+  pixel        train.py + sample.py, configs/vp/digits_ddpmpp_continuous.py with the latent
+               config's settings (paper preconditioning, 1,200 steps): the pixel-space model of
+               the same network, steps, batch and sampler
 Then prints, as Markdown: the autoencoder's reconstruction error on the 270 held-out digits
 (mean |x - D(E(x))| and RMSE in [0, 1] pixel units, posterior means), the wall time of each
 stage, and the digits measure of ``benchmarks/digits_quality.py`` (Fréchet distance to the
@@ -80,7 +81,9 @@ def main(argv):
     json.dump(times, open(times_path, 'w'))
   for name, config, workdir, extra in (
       ('latent', 'configs/latent/digits_ddpmpp.py', lat, [f'--config.data.latents={ae}']),
-      ('pixel', 'configs/vp/digits_ddpmpp_continuous.py', pix, [])):
+      ('pixel', 'configs/vp/digits_ddpmpp_continuous.py', pix,
+       ['--config.model.precond=paper', '--config.training.n_iters=1200',
+        '--config.training.snapshot_freq=1200'])):
     if name not in stages:
       continue
     flags = [f'--config={config}', f'--workdir={workdir}'] + extra
