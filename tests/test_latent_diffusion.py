@@ -58,7 +58,8 @@ def test_autoencoder_trains_exports_and_encodes_once(trained, capsys):
   assert model.latent_shape((8, 8, 1)) == (4, 4, 2) and 0 < model.scaling_factor < np.inf
   config = _config(workdir)
   assert datasets.sample_shape(config) == (4, 4, 2)
-  assert models.get_model(config).num_channels == 2      # built for the latents
+  net = models.get_model(config)
+  assert getattr(net, 'net', net).num_channels == 2      # built for the latents
   batch = next(datasets.get_dataset(config, 'train', num_local_devices=1))
   assert batch['image'].shape == (1, 64, 4, 4, 2) and batch['label'].shape == (1, 64)
   assert 'Encoding' in capsys.readouterr().out
