@@ -1,12 +1,11 @@
 """tr((sigma1 sigma2)^{1/2}) of two covariances without a general matrix square root.
 
 FID's cross term needs only the trace of the root, i.e. the sum of the square roots of the
-eigenvalues of sigma1 sigma2. That product is similar to the symmetric positive semi-definite
-
-    M = sigma1^{1/2} sigma2 sigma1^{1/2}      (sigma1 sigma2 = sigma1^{1/2} M sigma1^{-1/2})
-
-so its eigenvalues are real and >= 0, and tr((sigma1 sigma2)^{1/2}) = sum_i sqrt(lambda_i(M)).
-Two symmetric eigendecompositions (``eigh`` of sigma1 for its root, ``eigvalsh`` of M) replace
+eigenvalues of sigma1 sigma2. With sigma1 = H H^T (H = V diag(sqrt(w)) from sigma1's
+eigendecomposition), sigma1 sigma2 = H (H^T sigma2) has the non-zero eigenvalues of the symmetric
+positive semi-definite M = H^T sigma2 H, so they are real and >= 0, and
+tr((sigma1 sigma2)^{1/2}) = sum_i sqrt(lambda_i(M)).
+Symmetric eigendecompositions (``eigh`` of both covariances, ``eigvalsh`` of M) replace
 ``scipy.linalg.sqrtm`` of the non-symmetric product (a complex Schur decomposition and a
 triangular recurrence): on 2048-d covariances about 100x faster (``benchmarks/fid_trace.py``),
 real by construction (no imaginary part to drop) and defined for singular covariances (fewer
@@ -21,8 +20,10 @@ import numpy as np
 from score_sde.errors import DataError
 
 # An eigenvalue below -PSD_RTOL x the largest one is not round-off: the matrix is not a
-# covariance. Round-off of a d x d float64 covariance is ~ d * 1e-16 of its norm.
+# covariance. Round-off of a d x d float64 covariance is ~ d * 1e-16 of its norm, hence
+# RANK_RTOL * d: below that, an eigenvalue is an exact zero blurred by rounding.
 PSD_RTOL = 1e-6
+RANK_RTOL = np.finfo(np.float64).eps
 
 
 def _check_psd(eigenvalues: np.ndarray, name: str) -> None:
@@ -33,26 +34,25 @@ def _check_psd(eigenvalues: np.ndarray, name: str) -> None:
                     f'{scale:.3g}); covariances must be positive semi-definite.')
 
 
-def sqrt_psd(sigma: np.ndarray, name: str = 'sigma') -> np.ndarray:
-  """The symmetric root sigma^{1/2} = V diag(sqrt(w)) V^T of sigma = V diag(w) V^T (d, d).
-
-  Eigenvalues within round-off below zero count as zero; a clearly negative one is a
-  ``DataError`` naming ``name``.
-  """
-  w, v = np.linalg.eigh(sigma)
-  _check_psd(w, name)
-  return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
 def trace_sqrt_product(sigma1, sigma2) -> float:
-  """tr((sigma1 sigma2)^{1/2}) = sum_i sqrt(lambda_i(sigma1^{1/2} sigma2 sigma1^{1/2})).
+  """tr((sigma1 sigma2)^{1/2}) = sum_i sqrt(lambda_i(H^T sigma_b H)), sigma_a = H H^T.
 
-  sigma1, sigma2: (d, d) symmetric positive semi-definite, computed in float64.
+  sigma1, sigma2: (d, d) symmetric positive semi-definite, computed in float64. Of the two,
+  sigma_a is the one of lower numerical rank r and sigma_b the other (tr sqrt(AB) =
+  tr sqrt(BA)); H = V_r diag(sqrt(w_r)) spans sigma_a's range. Eigenvalues below
+  ``RANK_RTOL * d`` x the largest are rounding of exact zeros (a covariance of fewer samples
+  than dimensions) and are dropped: the r x r matrix H^T sigma_b H, which has the non-zero
+  eigenvalues of sigma1 sigma2, then holds no null space whose rounding (~1e-16 each) the
+  square roots would turn into ~1e-8 each.
   """
-  sigma1 = np.asarray(sigma1, np.float64)
-  sigma2 = np.asarray(sigma2, np.float64)
-  root = sqrt_psd((sigma1 + sigma1.T) / 2, 'sigma1')
-  m = root @ sigma2 @ root
+  roots = []
+  for name, sigma in (('sigma1', sigma1), ('sigma2', sigma2)):
+    sigma = np.asarray(sigma, np.float64)
+    w, v = np.linalg.eigh((sigma + sigma.T) / 2)
+    _check_psd(w, name)
+    keep = w > RANK_RTOL * len(w) * w.max(initial=0.0)
+    roots.append((int(keep.sum()), v[:, keep] * np.sqrt(w[keep]), sigma))
+  (_, half, _), (_, _, other) = sorted(roots, key=lambda root: root[0])
+  m = half.T @ other @ half
   lam = np.linalg.eigvalsh((m + m.T) / 2)
-  _check_psd(lam, 'sigma2')   # sigma1 is checked above; a negative lambda here comes from sigma2
   return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
