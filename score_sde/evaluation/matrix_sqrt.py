@@ -5,11 +5,12 @@ eigenvalues of sigma1 sigma2. With sigma1 = H H^T (H = V diag(sqrt(w)) from sigm
 eigendecomposition), sigma1 sigma2 = H (H^T sigma2) has the non-zero eigenvalues of the symmetric
 positive semi-definite M = H^T sigma2 H, so they are real and >= 0, and
 tr((sigma1 sigma2)^{1/2}) = sum_i sqrt(lambda_i(M)).
-Symmetric eigendecompositions (``eigh`` of both covariances, ``eigvalsh`` of M) replace
-``scipy.linalg.sqrtm`` of the non-symmetric product (a complex Schur decomposition and a
-triangular recurrence): on 2048-d covariances about 100x faster (``benchmarks/fid_trace.py``),
-real by construction (no imaginary part to drop) and defined for singular covariances (fewer
-samples than features) without pytorch-fid's 1e-6 diagonal offset. torch-fidelity takes the
+Symmetric eigendecompositions (``eigh`` of one covariance, ``eigvalsh`` of the other and of M)
+replace ``scipy.linalg.sqrtm`` of the non-symmetric product (a Schur decomposition and a
+triangular recurrence): faster on 2048-d covariances (``benchmarks/fid_trace.py``), more
+accurate where the exact value is known, real by construction (no imaginary part to drop) and
+defined for singular covariances (fewer samples than features) without pytorch-fid's 1e-6
+diagonal offset. torch-fidelity takes the
 eigenvalues of the product itself (``eigvals(sigma1 @ sigma2)``), the same quantity by a
 non-symmetric solver.
 """
@@ -45,14 +46,26 @@ def trace_sqrt_product(sigma1, sigma2) -> float:
   eigenvalues of sigma1 sigma2, then holds no null space whose rounding (~1e-16 each) the
   square roots would turn into ~1e-8 each.
   """
-  roots = []
-  for name, sigma in (('sigma1', sigma1), ('sigma2', sigma2)):
-    sigma = np.asarray(sigma, np.float64)
-    w, v = np.linalg.eigh((sigma + sigma.T) / 2)
-    _check_psd(w, name)
-    keep = w > RANK_RTOL * len(w) * w.max(initial=0.0)
-    roots.append((int(keep.sum()), v[:, keep] * np.sqrt(w[keep]), sigma))
-  (_, half, _), (_, _, other) = sorted(roots, key=lambda root: root[0])
-  m = half.T @ other @ half
+  sigma1 = _symmetric(sigma1)
+  sigma2 = _symmetric(sigma2)
+  w1, v1 = np.linalg.eigh(sigma1)
+  _check_psd(w1, 'sigma1')
+  w2 = np.linalg.eigvalsh(sigma2)   # its rank decides which of the two is rooted
+  _check_psd(w2, 'sigma2')
+  if _nonzero(w2).sum() < _nonzero(w1).sum():
+    (w1, v1), sigma2 = np.linalg.eigh(sigma2), sigma1
+  keep = _nonzero(w1)
+  half = v1[:, keep] * np.sqrt(w1[keep])
+  m = half.T @ sigma2 @ half
   lam = np.linalg.eigvalsh((m + m.T) / 2)
   return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
+
+
+def _symmetric(sigma) -> np.ndarray:
+  sigma = np.asarray(sigma, np.float64)
+  return (sigma + sigma.T) / 2
+
+
+def _nonzero(eigenvalues: np.ndarray) -> np.ndarray:
+  """The eigenvalues above the rounding of exact zeros, RANK_RTOL * n x the largest."""
+  return eigenvalues > RANK_RTOL * len(eigenvalues) * eigenvalues.max(initial=0.0)
