@@ -15,7 +15,7 @@ Three cases, 2048-d:
                log-spaced over 1 .. 1e-10 in random order, a quarter of each set to exact
                zeros (singular and ill-conditioned): tr sqrt(S1 S2) = sum sqrt(a b) exactly, so
                each method's error is measured, not only their agreement
-Usage: python benchmarks/fid_trace.py [--dim 2048] [--repeats 1]
+Usage: python benchmarks/fid_trace.py [--dim 2048] [--repeats 1] [--cases n=10000,n=1000,exact]
 Each method keeps its best of ``--repeats`` runs (the machine may be shared).
 """
 from __future__ import annotations
@@ -73,6 +73,7 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--dim', type=int, default=2048)
   parser.add_argument('--repeats', type=int, default=1)
+  parser.add_argument('--cases', default='n=10000,n=1000,exact', help='comma-separated subset')
   args = parser.parse_args()
   print(f'# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
         f'numpy {np.__version__}, scipy {scipy.__version__}, dim {args.dim}')
@@ -80,6 +81,8 @@ def main():
   print('| covariances | method | seconds | tr sqrt(S1 S2) | rel. diff. to sqrtm | rel. error |')
   print('|---|---|---|---|---|---|')
   for case, s1, s2, exact in cases(rng, args.dim):
+    if case not in args.cases.split(','):
+      continue
     values = {}
     for name, fn in METHODS.items():
       best = float('inf')

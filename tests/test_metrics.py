@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.special
 from scipy import stats
 
-from score_sde.errors import DataError
+from score_sde.errors import ConfigError, DataError
 from score_sde.evaluation import metrics
 
 
@@ -74,10 +75,22 @@ def test_frechet_distance_singular_covariances_stay_finite_and_correct():
   assert fid == pytest.approx(_eig_frechet(*s1, *s2), rel=1e-5)
 
 
+def test_frechet_distance_methods_agree_with_pytorch_fid_route():
+  rng = np.random.default_rng(4)
+  s1 = metrics.feature_statistics(rng.standard_normal((300, 20)) @ rng.standard_normal((20, 20)))
+  s2 = metrics.feature_statistics(rng.standard_normal((200, 20)) + 0.5)
+  fid = metrics.frechet_distance(*s1, *s2)
+  assert fid == pytest.approx(metrics.frechet_distance(*s1, *s2, method='sqrtm'), rel=1e-10)
+  with pytest.raises(ConfigError, match=r"'cholesky'; valid: \['eigh', 'sqrtm'\]"):
+    metrics.frechet_distance(*s1, *s2, method='cholesky')
+
+
 def test_frechet_distance_rejects_bad_input():
   eye = np.eye(3)
-  with pytest.raises(DataError, match='imaginary'):
-    metrics.frechet_distance(np.zeros(3), -eye, np.zeros(3), eye)   # not PSD: sqrt(-I) = iI
+  with pytest.raises(DataError, match='sigma1 has the eigenvalue -1 .*positive semi-definite'):
+    metrics.frechet_distance(np.zeros(3), -eye, np.zeros(3), eye)
+  with pytest.raises(DataError, match='imaginary'):     # pytorch-fid's route: sqrt(-I) = iI
+    metrics.frechet_distance(np.zeros(3), -eye, np.zeros(3), eye, method='sqrtm')
   with pytest.raises(DataError, match=r'sigma2 has shape \(2, 2\)'):
     metrics.frechet_distance(np.zeros(3), eye, np.zeros(3), np.eye(2))
   with pytest.raises(DataError, match='non-finite'):
@@ -142,3 +155,28 @@ def test_inception_score_closed_forms_and_scipy_reference():
   assert std == pytest.approx(np.std(split_scores), rel=1e-8)
   with pytest.raises(DataError, match='splits=300'):
     metrics.inception_score(logits, splits=300)
+
+
+def _torch_fidelity_is(logits, splits):
+  """torch-fidelity's isc_features_to_metric (shuffle=True, rng_seed=2020) in float64 numpy."""
+  n = len(logits)
+  logits = logits[np.random.RandomState(2020).permutation(n)]
+  p, log_p = scipy.special.softmax(logits, 1), scipy.special.log_softmax(logits, 1)
+  scores = []
+  for i in range(splits):
+    chunk = slice(i * n // splits, (i + 1) * n // splits)
+    q = p[chunk].mean(0, keepdims=True)
+    scores.append(np.exp((p[chunk] * (log_p[chunk] - np.log(q))).sum(1).mean()))
+  return np.mean(scores), np.std(scores)
+
+
+def test_inception_score_split_rules():
+  logits = np.random.default_rng(9).normal(0, 3, (25, 7))   # 25 = 10 splits of 2 or 3
+  got = metrics.inception_score(logits, splits=10, split_rule='torch_fidelity')
+  np.testing.assert_allclose(got, _torch_fidelity_is(logits, 10), rtol=1e-12)
+  assert abs(metrics.inception_score(logits, splits=10)[0] - got[0]) > 1e-3
+  # One split (the paper's protocol: all samples at once): the order cannot matter.
+  np.testing.assert_allclose(metrics.inception_score(logits, splits=1, split_rule='torch_fidelity'),
+                             metrics.inception_score(logits, splits=1), rtol=1e-12)
+  with pytest.raises(ConfigError, match="split rule 'random'"):
+    metrics.inception_score(logits, split_rule='random')
