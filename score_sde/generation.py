@@ -8,13 +8,15 @@ snapshots, the evaluation loop and the experiment runner all sample through here
 from __future__ import annotations
 
 import math
+import os
+import time
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import datasets, parallel, sampling, sde_lib
+from score_sde import datasets, parallel, reporting, sampling, sde_lib
 from score_sde.datasets import latents
 from score_sde.errors import ConfigError, DataError
 from score_sde.models import classifier as classifiers
@@ -141,6 +143,39 @@ def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,
   if sample_fn.decode is not None:
     samples = sample_fn.decode(samples)
   return samples, {k: v[:num_samples] for k, v in cycled.items()}, nfe
+
+
+def draw_rounds(sample_fn: SampleFn, params: Any, rng, num_samples: int, out_dir: str,
+                process: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+                label: str = '') -> tuple[dict[str, np.ndarray], int]:
+  """``draw`` in rounds that survive preemption: the evaluation loop's and the experiments'.
+
+  Round r draws ``sample_fn.batch_size`` samples with key ``fold_in(rng, r)`` on every device
+  of every host; ``process(samples) -> {name: array}`` (default ``{'samples': samples}``; e.g.
+  uint8 pixels and their Inception features) is stored at once as ``<out_dir>/round_<r>.npz``
+  (by the main process, atomically), so a rerun reads the finished rounds and draws only the
+  rest. Returns every array over all rounds cut to ``num_samples``, and the NFE of one call.
+  """
+  process = process or (lambda samples: {'samples': samples})
+  rounds = math.ceil(num_samples / sample_fn.batch_size)
+  parts, nfe, t0, fresh = [], 0, time.time(), 0
+  for r in range(rounds):
+    path = os.path.join(out_dir, f'round_{r}.npz')
+    if os.path.exists(path):
+      with np.load(path) as f:
+        parts.append({k: f[k] for k in f.files})
+      continue
+    samples, _, nfe = draw(sample_fn, params, jax.random.fold_in(rng, r), sample_fn.batch_size)
+    parts.append({**process(samples), 'nfe': np.asarray(nfe)})
+    if parallel.is_main_process():
+      reporting.write_npz(path, **parts[-1])
+    fresh += 1
+    eta = (time.time() - t0) / fresh * (rounds - r - 1)
+    reporting.say(f'  {label}sampling round {r + 1}/{rounds} ({nfe} NFE)  '
+                  f'ETA {reporting.format_eta(eta)}')
+  keys = [k for k in parts[0] if k != 'nfe']
+  return ({k: np.concatenate([p[k] for p in parts])[:num_samples] for k in keys},
+          int(parts[-1]['nfe']))
 
 
 def check_inputs(config, model, inputs: dict[str, np.ndarray], classifier=None) -> None:

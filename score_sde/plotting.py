@@ -14,6 +14,13 @@ from PIL import Image  # noqa: E402
 
 def image_grid(images: np.ndarray, path: str, padding: int = 2) -> str:
   """Saves (N, H, W, C) images in [0, 1] as one PNG grid of ceil(sqrt(N)) columns."""
+  grid = (grid_array(images, padding) * 255).round().astype(np.uint8)
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(ensure_dir(path))
+  return path
+
+
+def grid_array(images: np.ndarray, padding: int = 2) -> np.ndarray:
+  """(N, H, W, C) images in [0, 1] -> one (H', W', C) grid of ceil(sqrt(N)) columns on white."""
   images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
   n, h, w, c = images.shape
   cols = math.ceil(math.sqrt(n))
@@ -23,9 +30,7 @@ def image_grid(images: np.ndarray, path: str, padding: int = 2) -> str:
     r, q = divmod(k, cols)
     y, x = padding + r * (h + padding), padding + q * (w + padding)
     grid[y:y + h, x:x + w] = images[k]
-  grid = (grid * 255).round().astype(np.uint8)
-  Image.fromarray(grid[..., 0] if c == 1 else grid).save(ensure_dir(path))
-  return path
+  return grid
 
 
 def ensure_dir(path: str) -> str:
@@ -100,7 +105,7 @@ def score_field(score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], times:
 
 
 def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') -> str:
-  """A grid of metric-vs-NFE panels, log-scaled NFE axis, error bars where given.
+  """A grid of metric-vs-NFE panels, one log-scaled NFE axis for all, error bars where given.
 
   panels[r][c] = {'title': str, 'ylabel': str, 'lines': {label: (nfe, mean, std_err)}}, each a
   list; a label keeps its colour in every panel. The y axis is logarithmic in a panel whose
@@ -108,6 +113,8 @@ def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') 
   """
   n_rows, n_cols = len(panels), max(len(r) for r in panels)
   labels = list(dict.fromkeys(k for r in panels for p in r for k in p['lines']))
+  all_nfe = [x for r in panels for p in r for nfe, _, _ in p['lines'].values() for x in nfe]
+  nfe_range = (min(all_nfe) / 1.3, max(all_nfe) * 1.3) if all_nfe else None
   colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(labels)}
   fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.6 * n_rows), squeeze=False)
   for r, row in enumerate(panels):
@@ -123,6 +130,8 @@ def metric_vs_nfe(panels: Sequence[Sequence[dict]], path: str, title: str = '') 
         ax.errorbar(np.asarray(nfe)[order], np.asarray(mean)[order], yerr=np.asarray(se)[order],
                     marker='o', ms=3, lw=1.2, capsize=2, color=colors[label], label=label)
       ax.set_xscale('log')
+      if nfe_range:   # one NFE axis for every panel, so panels can be compared by eye
+        ax.set_xlim(*nfe_range)
       ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
       ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
       ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -148,11 +157,24 @@ def scatter_panels(rows: Sequence[Sequence[tuple]], path: str,
   """Samples side by side: rows[r][c] = (title, samples (N, 2), data (M, 2) or None); the data
   is drawn faintly under the samples; each row shares the square view of its data and is named
   by ``row_labels[r]`` on the left."""
+  def draw(ax, row, panel):
+    title, samples, data = panel
+    if data is not None:
+      ax.scatter(data[:, 0], data[:, 1], s=0.5, color='0.8', zorder=0)
+    ax.scatter(samples[:, 0], samples[:, 1], s=0.5, alpha=0.6, color='tab:blue')
+    ax.set_title(title, fontsize=7)
+    _square_axes(ax, extent(row[0][2] if row[0][2] is not None else row[0][1]))
+  return _panel_grid(rows, path, row_labels, draw, (2.3, 2.4), dpi=80)
+
+
+def _panel_grid(rows, path: str, row_labels, draw: Callable, size: tuple[float, float],
+                dpi: int) -> str:
+  """One figure of panels rows[r][c], each drawn by ``draw(ax, row, panel)`` on bare axes;
+  short rows leave blank panels; row r is named by ``row_labels[r]`` on the left."""
   n_rows, n_cols = len(rows), max(1, max((len(r) for r in rows), default=1))
-  fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.4 * n_rows), squeeze=False)
+  fig, axes = plt.subplots(n_rows, n_cols, figsize=(size[0] * n_cols, size[1] * n_rows),
+                           squeeze=False)
   for r, row in enumerate(rows):
-    lim = extent(row[0][2] if row and row[0][2] is not None else
-                 (row[0][1] if row else np.ones((1, 2))))
     for c in range(n_cols):
       ax = axes[r][c]
       ax.set_xticks([])
@@ -162,14 +184,9 @@ def scatter_panels(rows: Sequence[Sequence[tuple]], path: str,
         continue
       if c == 0 and row_labels is not None:
         ax.set_ylabel(row_labels[r], fontsize=7)
-      title, samples, data = row[c]
-      if data is not None:
-        ax.scatter(data[:, 0], data[:, 1], s=0.5, color='0.8', zorder=0)
-      ax.scatter(samples[:, 0], samples[:, 1], s=0.5, alpha=0.6, color='tab:blue')
-      ax.set_title(title, fontsize=7)
-      _square_axes(ax, lim)
+      draw(ax, row, row[c])
   fig.tight_layout()
-  fig.savefig(ensure_dir(path), dpi=80)
+  fig.savefig(ensure_dir(path), dpi=dpi)
   plt.close(fig)
   return path
 
@@ -198,3 +215,16 @@ def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarra
   from score_sde import datasets   # the inverse scaler of the config's data
   images = datasets.get_data_inverse_scaler(config)(samples)
   return image_grid(images[:64], path)
+
+
+def image_panels(rows: Sequence[Sequence[tuple]], path: str,
+                 row_labels: Sequence[str] | None = None) -> str:
+  """Image grids side by side: rows[r][c] = (title, images (N, H, W, C) in [0, 1]), each panel
+  a square grid of its N images; row r is named by ``row_labels[r]`` on the left."""
+  def draw(ax, row, panel):
+    title, images = panel
+    grid = grid_array(images)
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap='gray', vmin=0, vmax=1,
+              interpolation='nearest')
+    ax.set_title(title, fontsize=7)
+  return _panel_grid(rows, path, row_labels, draw, (2.0, 2.1), dpi=100)

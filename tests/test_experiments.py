@@ -91,7 +91,7 @@ def test_runs_resumes_after_a_failure_without_redoing_cells(tmp_path):
     (lambda s: s.samplers.pc_em.update(stepsize=[1, 2]), r"'sampling.stepsize'"),
     (lambda s: s.samplers.pc_em.update(rtol=1e-3),
      r"Sampler 'pc_em': sampling.rtol has no effect with sampling.method='pc'"),
-    (lambda s: s.update(metrics=['fid']), r"'fid'; valid: \['mmd', 'nll', 'sliced_wasserstein'\]"),
+    (lambda s: s.update(metrics=['fid']), r"'fid' is an image metric .* toy metrics: \['mmd', 'nll', 'sliced_wasserstein'\]"),
     (lambda s: s.update(seed_scope='everything'), r"'everything'; valid: \['sampling', 'training'\]"),
 ])
 def test_bad_spec_is_a_config_error_naming_it(change, message):

@@ -55,6 +55,13 @@ def get_data_inverse_scaler(config):
   return lambda x: x
 
 
+def to_uint8(config, samples) -> np.ndarray:
+  """Model-space image samples -> uint8 pixels, as the paper: clip(round(x01 * 255)) with x01
+  the inverse-scaled sample; a non-finite value becomes 0."""
+  images = np.nan_to_num(np.asarray(get_data_inverse_scaler(config)(samples), np.float64))
+  return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+
+
 class ToyIterator:
   """Endless batches of a 2-D toy distribution; batch i is a pure function of (seed, i).
 

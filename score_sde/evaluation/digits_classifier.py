@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from score_sde.datasets import digits
+from score_sde.datasets import digits, image_ops
 from score_sde import reporting
 from score_sde.errors import DataError
 from score_sde.evaluation import metrics
@@ -103,9 +103,27 @@ def load_or_train(cache_path: str | None = None) -> DigitsClassifier:
       return DigitsClassifier(tuple(f[f'w{k}'] for k in range(n)),
                               tuple(f[f'b{k}'] for k in range(n)))
   clf = train()
-  reporting.write_npz(path, **{f'w{k}': w for k, w in enumerate(clf.weights)},
-                      **{f'b{k}': b for k, b in enumerate(clf.biases)})
+  save(clf, path)
   return clf
+
+
+def save(clf: DigitsClassifier, path: str) -> str:
+  """Writes ``clf`` where ``load_or_train(path)`` reads it (atomically)."""
+  return reporting.write_npz(path, **{f'w{k}': w for k, w in enumerate(clf.weights)},
+                             **{f'b{k}': b for k, b in enumerate(clf.biases)})
+
+
+def to_classifier_input(images) -> np.ndarray:
+  """uint8 images (n, s, s, 1) of any size s -> (n, 16, 16, 1) float in [0, 1]: resized from
+  their pixels by PIL's bilinear filter, as ``datasets.digits`` makes the 16 px data from the
+  8 px originals (so an 8 px model's samples are scored like the 16 px data)."""
+  images = np.asarray(images)
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 1:
+    raise DataError(f'to_classifier_input takes uint8 (n, size, size, 1) images, got '
+                    f'{images.dtype} {images.shape}')
+  if images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE):
+    images = np.stack([image_ops.resize(im, IMAGE_SIZE, IMAGE_SIZE, 'bilinear') for im in images])
+  return images.astype(np.float64) / 255.0
 
 
 def quality(clf: DigitsClassifier, images, reference) -> dict[str, float]:

@@ -7,7 +7,7 @@ i * ``training.snapshot_freq``), with the EMA parameters, on every device (``par
   bpd       ``eval.enable_bpd``: bits/dim (images) or NLL in nats (2-D) through the
             probability-flow ODE (``bpd.evaluate_checkpoint``)
   samples   ``eval.enable_sampling``: ``eval.num_samples`` samples with ``config.sampling``, in
-            rounds of ``eval.batch_size`` (``generation.draw``); images: ``metrics.IMAGE_METRICS``
+            rounds of ``eval.batch_size`` (``generation.draw_rounds``); images: ``metrics.IMAGE_METRICS``
             (FID and KID on pool_3 against the reference statistics of ``reference_stats``, IS
             on the logits); 2-D data: ``eval.toy_metrics`` (``toy_metrics.METRICS``) against
             fresh data draws
@@ -156,42 +156,19 @@ def _loss(config, p_eval_step, p_state, mesh, rng) -> dict:
           'num_examples': num_batches * config.eval.batch_size}
 
 
-def _to_uint8(config, samples: np.ndarray) -> np.ndarray:
-  """Model-space samples -> uint8 pixels, as the paper: clip(inverse_scaler(x) * 255) rounded."""
-  images = np.asarray(datasets.get_data_inverse_scaler(config)(samples))
-  return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
-
-
 def _samples(config, sample_fn, params, step: int, workdir: str, feature_fn,
              rng) -> tuple[dict[str, np.ndarray], int]:
-  """All rounds of a checkpoint, reading finished ones from disk; returns the arrays
-  (images: uint8 'samples', 'pool_3', 'logits_unbiased'; 2-D: 'samples') and the NFE."""
-  ev = config.eval
-  rounds = math.ceil(ev.num_samples / ev.batch_size)
+  """All rounds of a checkpoint (``generation.draw_rounds``: finished ones are read from disk);
+  returns the arrays (images: uint8 'samples', 'pool_3', 'logits_unbiased'; 2-D: 'samples') and
+  the NFE."""
+  def process(samples):
+    if not bpd.is_image_data(config):
+      return {'samples': samples}
+    images = datasets.to_uint8(config, samples)
+    return {'samples': images, **feature_fn(images)}
   out_dir = os.path.join(eval_dir(workdir, config.sampling.get('ema_sigma_rel')), f'ckpt_{step}')
-  os.makedirs(out_dir, exist_ok=True)
-  parts, nfe, t0, fresh = [], 0, time.time(), 0
-  for r in range(rounds):
-    path = os.path.join(out_dir, f'round_{r}.npz')
-    if os.path.exists(path):
-      with np.load(path) as f:
-        parts.append({k: f[k] for k in f.files})
-      nfe = int(parts[-1]['nfe'])
-      continue
-    samples, _, nfe = generation.draw(sample_fn, params, jax.random.fold_in(rng, r),
-                                      ev.batch_size)
-    arrays = {'samples': samples, 'nfe': np.asarray(nfe)}
-    if bpd.is_image_data(config):
-      arrays['samples'] = _to_uint8(config, samples)
-      arrays.update(feature_fn(arrays['samples']))
-    reporting.write_npz(path, **arrays)
-    parts.append(arrays)
-    fresh += 1
-    eta = (time.time() - t0) / fresh * (rounds - r - 1)
-    reporting.say(f'  step {step}: sampling round {r + 1}/{rounds} ({nfe} NFE)  '
-                  f'ETA {reporting.format_eta(eta)}')
-  keys = [k for k in parts[0] if k != 'nfe']
-  return {k: np.concatenate([p[k] for p in parts])[:ev.num_samples] for k in keys}, nfe
+  return generation.draw_rounds(sample_fn, params, rng, config.eval.num_samples, out_dir, process,
+                                label=f'step {step}: ')
 
 
 def _sample_metrics(config, arrays: dict, reference, rng) -> dict:

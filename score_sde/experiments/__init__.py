@@ -14,5 +14,5 @@ line). A sampler's NFE per step comes from ``sampling.METHODS``; metrics from
 ``evaluation.toy_metrics.METRICS``.
 """
 from score_sde.experiments.report import aggregate, write_plots, write_tables
-from score_sde.experiments.runner import report, run
+from score_sde.experiments.runner import dry_run, report, run
 from score_sde.experiments.spec import Cell, Variant, load_spec, plan, set_path

@@ -9,8 +9,11 @@ from score_sde.experiments import runner
 
 def main(argv):
   del argv
-  (runner.report if flags.FLAGS.report_only else runner.run)(flags.FLAGS.spec,
-                                                             flags.FLAGS.workdir)
+  if flags.FLAGS.dry_run:
+    runner.dry_run(flags.FLAGS.spec)
+  else:
+    (runner.report if flags.FLAGS.report_only else runner.run)(flags.FLAGS.spec,
+                                                               flags.FLAGS.workdir)
 
 
 if __name__ == '__main__':
@@ -18,5 +21,7 @@ if __name__ == '__main__':
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for models, cells, tables and plots.')
   flags.DEFINE_bool('report_only', False, 'Only tabulate and plot the cells finished so far.')
+  flags.DEFINE_bool('dry_run', False, 'Only print the plan and its cost (models, cells, samples, '
+                    'NFE); nothing is trained or written.')
   flags.mark_flags_as_required(['spec', 'workdir'])
   cli.run(main)
