@@ -21,6 +21,7 @@ import numpy as np
 
 from score_sde import (checkpointing, datasets, generation, models, parallel, reporting, sde_lib,
                        train_state, training)
+from score_sde.checkpointing import identity
 from score_sde.errors import ConfigError
 from score_sde.evaluation import bpd, scoring, toy_metrics
 from score_sde.experiments.report import aggregate, describe, write_plots, write_tables
@@ -34,10 +35,18 @@ def _read_cell(path: str, key: dict) -> dict | None:
     return None
   with open(path) as f:
     result = json.load(f)
-  if result.get('key') != key:
+  if not _same_key(result.get('key') or {}, key):
     raise ConfigError(f'{path} holds the result of a different spec for this cell; use a new '
                       '--workdir (or move that directory away) to run a changed spec.')
   return result
+
+
+def _same_key(stored: dict, key: dict) -> bool:
+  """Equal keys, except that the variant configs ('base') are compared on the keys both have:
+  a config key added to the schema since the cell was stored does not invalidate it."""
+  rest = lambda k: {name: v for name, v in k.items() if name != 'base'}
+  return rest(stored) == rest(key) and not identity.config_differences(
+      stored.get('base') or {}, key.get('base') or {}, may_differ=())
 
 
 def _train(variant: Variant, workdir: str, devices) -> tuple[Any, float | None]:
