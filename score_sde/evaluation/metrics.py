@@ -63,7 +63,7 @@ def trace_sqrt_pytorch_fid(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
   """tr((sigma1 sigma2)^{1/2}) exactly as pytorch-fid takes it (``scipy.linalg.sqrtm`` of the
   product): if the root is not finite (a singular product), 1e-6 is added to both diagonals
   and the root taken again; a complex root whose diagonal has an imaginary part above 1e-3 is
-  an error, smaller imaginary parts (round-off) are dropped. Minutes on 2048-d covariances."""
+  an error, smaller imaginary parts (round-off) are dropped. About twice trace_sqrt_product's time."""
   covmean = _sqrtm(sigma1 @ sigma2)
   if not np.isfinite(covmean).all():
     offset = np.eye(len(sigma1)) * FID_EPS
@@ -88,8 +88,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = 'eigh') -> float:
       d^2 = |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^{1/2})
 
   mu: (d,), sigma: (d, d), float64. The trace of the root is taken by ``TRACE_SQRT[method]``:
-  'eigh' from symmetric eigendecompositions (``matrix_sqrt.trace_sqrt_product``: seconds on
-  2048-d covariances, equal to scipy's sqrtm to ~1e-8 relative or closer, defined for singular
+  'eigh' from symmetric eigendecompositions (``matrix_sqrt.trace_sqrt_product``: about half
+  sqrtm's time on 2048-d covariances, equal to scipy's sqrtm to ~1e-8 relative or closer, defined for singular
   covariances); 'sqrtm' as pytorch-fid (``trace_sqrt_pytorch_fid``), for bit-identical numbers.
   """
   if method not in TRACE_SQRT:
