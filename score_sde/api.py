@@ -1,0 +1,229 @@
+"""A trained run from Python (a notebook, a script): ``run = score_sde.load(workdir)``.
+
+    import score_sde
+    run = score_sde.load('runs/demo_digits_vp')            # latest checkpoint, EMA parameters
+    out = run.sample(64, method='dpm_solver', num_steps=20)
+    out.images, out.nfe                                     # (64, 16, 16, 1) in [0, 1]; 20
+    run.likelihood(out.images).mean                         # bits/dim (2-D data: NLL in nats)
+    run.score_fn(x, t)                                      # the network as a score s(x, t)
+
+``load`` reads the config the run was trained with (stored in its checkpoints and in
+``<workdir>/config.json``), restores the EMA (or raw) parameters of one checkpoint and builds the
+SDE and the network. ``Run.sample`` draws with any sampling method through the same draw loop as
+``sample.py`` (``generation``), on every local device (every device of every host in a
+multi-host job); images come back in data space ([0, 1]). Settings follow
+``sampling.settings``: the run's own method uses the run's settings, another method its own
+defaults, and keyword arguments win. Compiled samplers are kept per setting, so a second call
+with the same settings and batch does not compile again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde import checkpointing, datasets, generation, likelihood as likelihood_lib
+from score_sde import models, parallel, progress, sde_lib, stored_config, train_state
+from score_sde.errors import DataError, MissingFileError
+from score_sde.models import utils as mutils
+from score_sde.sampling import settings as sampler_settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+  """What ``Run.sample`` drew: ``images`` (n, H, W, C) in [0, 1] (2-D data: (n, D) points),
+  the NFE of one sampler call, the wall time (including compilation on a first call), the
+  method and the ``sampling.*`` settings it ran with, and the labels asked for (or None)."""
+  images: np.ndarray
+  nfe: int
+  seconds: float
+  method: str
+  settings: dict
+  labels: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+  """Per-example ``values`` in ``unit`` ('bits/dim' for images, 'nats' for 2-D data)."""
+  values: np.ndarray
+  unit: str
+  nfe: float
+
+  @property
+  def mean(self) -> float:
+    return float(np.mean(self.values))
+
+  @property
+  def std_err(self) -> float:
+    n = len(self.values)
+    return float(np.std(self.values, ddof=1) / math.sqrt(n)) if n > 1 else float('nan')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+  """A trained model: ``config`` (the run's, a ConfigDict), ``params`` (EMA unless loaded
+  with ``ema=False``), ``step``, ``sde``, ``model`` (the Flax module) and ``workdir``."""
+  workdir: str
+  config: Any
+  step: int
+  params: Any
+  sde: sde_lib.SDE
+  model: Any
+  ema: bool = True
+  devices: tuple | None = None
+  _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    """One example's shape: (H, W, C) for images, (D,) for low-dimensional data."""
+    return datasets.sample_shape(self.config)
+
+  @functools.cached_property
+  def score_fn(self):
+    """``score_fn(x, t) -> score``: x (B, *shape) in the model's range, t (B,); jitted."""
+    raw = mutils.get_score_fn(self.sde, self.model, self.params, train=False,
+                              continuous=self.config.training.continuous)
+    return jax.jit(raw)
+
+  def sampler_config(self, method: str | None = None, **settings):
+    """The config a ``sample(method=..., **settings)`` call runs with (``sampling.settings``)."""
+    config, _ = sampler_settings.for_method(self.config, method, settings)
+    return config
+
+  def sample(self, n: int, method: str | None = None, *, seed: int = 0,
+             labels: Sequence[int] | None = None, batch_size: int | None = None,
+             show_progress: bool = True, **settings) -> Samples:
+    """``n`` samples with ``method`` (default: the run's) and ``settings`` (``sampling.*`` keys,
+    e.g. ``num_steps=20``, ``guidance_scale=2``). ``labels`` (cycled to n) sample a
+    class-conditional model; ``batch_size``: samples per sampler call over all devices
+    (default: the run's ``sampling.batch_size``, at most n rounded up to the devices)."""
+    config, _ = sampler_settings.for_method(self.config, method, settings)
+    s = config.sampling
+    n_dev = len(self.devices) if self.devices else jax.device_count()
+    per_call = batch_size or min(s.batch_size, math.ceil(n / n_dev) * n_dev)
+    with s.unlocked():
+      s.batch_size = per_call
+    inputs = {}
+    if labels is not None:
+      inputs['labels'] = np.asarray(labels, np.int32).reshape(-1)
+      generation.check_inputs(config, self.model, inputs)
+    sample_fn, tracker = self._sample_fn(config, tuple(inputs))
+    rounds = math.ceil(n / per_call)
+    t0 = time.time()
+    with progress.Progress(rounds * 100, f'sample {s.method}', unit='%',
+                           interval=None if show_progress else float('inf')) as bar:
+      tracker.bar, tracker.span = bar, 100.0
+      try:
+        x, used, nfe = generation.draw(sample_fn, self.params, jax.random.PRNGKey(seed), n,
+                                       inputs, on_round=lambda r: setattr(tracker, 'base', 100 * r))
+      finally:
+        tracker.bar = None
+    images = np.asarray(datasets.get_data_inverse_scaler(config)(x))
+    chosen = {k: s[k] for k in sorted(s.keys())}
+    return Samples(images, int(nfe), time.time() - t0, s.method, chosen, used.get('labels'))
+
+  def _sample_fn(self, config, input_keys: tuple[str, ...]):
+    key = (json.dumps(config.sampling.to_dict(), sort_keys=True, default=str), input_keys)
+    if key not in self._compiled:
+      tracker = progress.TimeTracker(self.sde.T, config.sampling.eps)
+      self._compiled[key] = (generation.get_sample_fn(
+          config, self.sde, self.model, self.devices, input_keys=input_keys,
+          wrap_score=tracker.wrap), tracker)
+    return self._compiled[key]
+
+  def likelihood(self, x, *, seed: int = 0, dequantize: bool = True,
+                 hutchinson_type: str | None = None, show_progress: bool = True) -> Likelihood:
+    """Per-example bits/dim (images) or negative log-likelihood in nats (2-D data) of ``x``
+    (n, *shape) in data space ([0, 1] images), through the probability-flow ODE with the run's
+    ``eval.likelihood_*`` settings. Images in [0, 1] are quantised to 8 bits and uniformly
+    dequantised first, as the paper's bits/dim (``dequantize=False`` takes them as they are)."""
+    x = np.asarray(x, np.float32)
+    if x.shape[1:] != self.shape:
+      raise DataError(f'likelihood: x has examples of shape {x.shape[1:]}; the model takes '
+                      f'{self.shape}.')
+    image = self.config.data.image_size is not None
+    rng = np.random.default_rng(seed)
+    if image and dequantize:
+      x = (np.round(np.clip(x, 0, 1) * 255) + rng.random(x.shape, dtype=np.float32)) / 256.0
+    x = np.asarray(datasets.get_data_scaler(self.config)(x), np.float32)
+    ev = self.config.eval
+    tracker = progress.TimeTracker(self.sde.T, ev.likelihood_eps, forward=True)
+    solve = self._likelihood_fn(hutchinson_type or ev.likelihood_hutchinson_type, tracker)
+    inverse_scaler = datasets.get_data_inverse_scaler(self.config)
+    with progress.Progress(100, 'likelihood', unit='%',
+                           interval=None if show_progress else float('inf')) as bar:
+      tracker.bar, tracker.span = bar, 100.0
+      try:
+        logp, _, nfe = solve(jax.random.PRNGKey(seed), self._tracked_score_fn(tracker), x)
+      finally:
+        tracker.bar = None
+    logp = np.asarray(logp, np.float64)
+    if image:
+      values = np.asarray(likelihood_lib.bits_per_dim(logp, x.shape[1:], inverse_scaler))
+      return Likelihood(values, 'bits/dim', float(np.mean(nfe)))
+    return Likelihood(-logp, 'nats', float(np.mean(nfe)))
+
+  def _tracked_score_fn(self, tracker):
+    key = ('tracked_score_fn', id(tracker))
+    if key not in self._compiled:
+      self._compiled[key] = tracker.wrap(self.score_fn)
+    return self._compiled[key]
+
+  def _likelihood_fn(self, hutchinson_type: str, tracker):
+    key = ('likelihood', hutchinson_type)
+    if key not in self._compiled:
+      ev = self.config.eval
+      self._compiled[key] = likelihood_lib.get_likelihood_fn(
+          self.sde, hutchinson_type=hutchinson_type, rtol=ev.likelihood_rtol,
+          atol=ev.likelihood_atol, eps=ev.likelihood_eps)
+    return self._compiled[key]
+
+
+def stored_run_config(workdir: str, step: int | None = None):
+  """The config ``workdir``'s checkpoint ``step`` (default: the latest) was trained with, else
+  its ``config.json``."""
+  directory = checkpointing.checkpoint_dir(workdir)
+  if os.path.isdir(directory):
+    ckpt = checkpointing.Checkpointer(directory, read_only=True)
+    try:
+      at = ckpt.latest_step() if step is None else step
+      stored = ckpt.stored_config(at) if at is not None else None
+    finally:
+      ckpt.close()
+    if stored is not None:
+      return stored_config.config_from_dict(stored)
+  return stored_config.load_json(workdir)
+
+
+def load(workdir: str, step: int | None = None, ema: bool = True, config=None,
+         devices: Sequence | None = None) -> Run:
+  """The run in ``workdir`` at checkpoint ``step`` (default: the latest).
+
+  ``ema``: the EMA parameters (what the paper samples) or the raw ones. ``config``: a
+  ConfigDict to use instead of the stored one (it must be the same run: checked as
+  ``sample.py`` does). ``devices``: a subset of this host's devices (default: all).
+  Raises ``MissingFileError`` / ``CheckpointError`` / ``ConfigError`` with one-line messages.
+  """
+  if not os.path.isdir(workdir):
+    raise MissingFileError(f'{workdir} does not exist: give the --workdir of a trained run.')
+  config = config if config is not None else stored_run_config(workdir, step)
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
+  try:
+    model = models.get_model(config)
+    template = jax.eval_shape(lambda: train_state.restore_template(config, model))
+    state, _ = ckpt.restore(template, step, config=config)
+  finally:
+    ckpt.close()
+  params = jax.tree.map(jnp.asarray, state.ema_params if ema else state.params)
+  return Run(workdir=os.path.abspath(workdir), config=config, step=int(state.step),
+             params=params, sde=sde_lib.get_sde(config), model=model, ema=ema,
+             devices=tuple(devices) if devices is not None else None)
+
