@@ -123,7 +123,7 @@ class Run:
       tracker.bar, tracker.span = bar, 100.0
       try:
         x, used, nfe = generation.draw(sample_fn, self.params, jax.random.PRNGKey(seed), n,
-                                       inputs, on_round=lambda r: setattr(tracker, 'base', 100 * r))
+                                       inputs, on_round=lambda r, _: setattr(tracker, 'base', 100 * r))
       finally:
         tracker.bar = None
     images = np.asarray(datasets.get_data_inverse_scaler(config)(x))

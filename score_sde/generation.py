@@ -99,12 +99,14 @@ class SampleFn:
 
 
 def get_sample_fn(config, sde, model, devices: Sequence | None = None, *,
-                  input_keys: Sequence[str] = (), classifier=None) -> SampleFn:
+                  input_keys: Sequence[str] = (), classifier=None,
+                  wrap_score: Callable | None = None) -> SampleFn:
   """The sampler of ``config.sampling`` driven by ``model`` on every device (``devices``: a
   subset of this host's, single-process only). ``input_keys`` name the per-example inputs a
   call gets ('labels', 'image' + 'mask', 'grey'); ``classifier`` (a module) turns labels into
-  classifier guidance. The sampler is built (and its config validated) here, once; it is
-  compiled on the first call."""
+  classifier guidance; ``wrap_score(score_fn) -> score_fn`` is applied last (progress
+  reporting: ``progress.TimeTracker.wrap``). The sampler is built (and its config validated)
+  here, once; it is compiled on the first call."""
   mesh = parallel.make_mesh(list(devices) if devices is not None and jax.process_count() == 1
                             else None)
   batch_size = config.sampling.batch_size
@@ -114,19 +116,22 @@ def get_sample_fn(config, sde, model, devices: Sequence | None = None, *,
   draw_one = _sampler_builder(config, sde, shape, tuple(input_keys))
 
   def per_device_fn(params, inputs, rng):
-    return draw_one(rng, x0_clip.from_config(config, sde, make_score(params, inputs)), inputs)
+    score_fn = x0_clip.from_config(config, sde, make_score(params, inputs))
+    return draw_one(rng, wrap_score(score_fn) if wrap_score else score_fn, inputs)
   decode = latents.get_decoder(config) if config.data.get('latents') else None
   return SampleFn(per_device_fn, mesh, batch_size, tuple(input_keys), decode)
 
 
 def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,
-         inputs: dict[str, np.ndarray] | None = None
+         inputs: dict[str, np.ndarray] | None = None,
+         on_round: Callable[[int, int], None] | None = None
          ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
   """The one draw loop: calls ``sample_fn`` until ``num_samples`` are drawn, over all hosts.
 
   ``inputs`` (per-example arrays, the same on every host) are cycled to ``num_samples``; call r
   uses key ``fold_in(rng, r)``. Returns the samples (num_samples, ...), the inputs each sample
   was drawn with, and the NFE of one call. A latent model's samples are decoded to images.
+  ``on_round(r, rounds)`` is called before each call (progress reporting).
   """
   inputs = inputs or {}
   per_call = sample_fn.batch_size
@@ -136,6 +141,8 @@ def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,
   mine = parallel.host_local_slice(per_call)
   out, nfe = [], 0
   for r in range(total // per_call):
+    if on_round is not None:
+      on_round(r, total // per_call)
     batch = {k: v[r * per_call:(r + 1) * per_call][mine] for k, v in cycled.items()}
     samples, nfe = sample_fn(params, batch, jax.random.fold_in(rng, r))
     out.append(samples)

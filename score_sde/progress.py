@@ -29,14 +29,11 @@ import jax
 import numpy as np
 import tqdm
 
+from score_sde import parallel
+from score_sde.reporting import format_eta
+
 ENV_SECONDS = 'SCORE_SDE_PROGRESS_SECONDS'
 DEFAULT_SECONDS = 30.0
-
-
-def format_eta(seconds: float) -> str:
-  m, s = divmod(int(seconds), 60)
-  h, m = divmod(m, 60)
-  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 
 def line_interval() -> float:
@@ -62,7 +59,7 @@ class Progress:
     self.total, self.desc, self.unit = float(total), desc, unit
     self.done = self._start = float(initial)
     self.interval = line_interval() if interval is None else interval
-    self._main = jax.process_index() == 0
+    self._main = parallel.is_main_process()
     self._t0 = self._last_line = time.time()
     self._postfix = postfix
     self._bar = None

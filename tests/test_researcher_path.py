@@ -3,11 +3,14 @@ remembers its config, outputs that never overwrite each other, evaluation resume
 silent carry-over of sampler settings, progress lines without a terminal."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 import tomllib
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -37,18 +40,13 @@ def tiny_config():
 
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
-  """A 20-step run; its training output, piped (not a terminal), is kept for the progress test."""
+  """A 20-step run; its training output (not on a terminal) is kept for the progress test."""
   workdir = str(tmp_path_factory.mktemp('run'))
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'],
-             SCORE_SDE_PROGRESS_SECONDS='0')
-  code = ('import sys; sys.path.insert(0, %r); from test_researcher_path import tiny_config; '
-          'from score_sde import training; training.train_and_evaluate(tiny_config(), %r)'
-          % (os.path.dirname(__file__), workdir))
-  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
+  out = io.StringIO()
+  with mock.patch.dict(os.environ, {progress.ENV_SECONDS: '0'}), contextlib.redirect_stdout(out):
+    training.train_and_evaluate(tiny_config(), workdir)
   with open(os.path.join(workdir, 'train_output.txt'), 'w') as f:
-    f.write(result.stdout)
+    f.write(out.getvalue())
   return workdir
 
 

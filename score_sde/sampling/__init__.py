@@ -26,7 +26,7 @@ classifier guidance) and ``controllable_generation`` (inpainting, colorization).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from score_sde.compile_once import compile_once
 from score_sde.errors import ConfigError
@@ -90,11 +90,13 @@ class Method:
   """A sampling method: ``build(sampling config, sde, shape) -> sampler``; the ``sampling.*``
   ``keys`` it reads (beyond ``EVERY_METHOD``); ``nfe_per_step(sampling config)``, None for an
   adaptive method (its NFE is measured); ``nfe_saved``: evaluations its last step skips, so
-  ``num_steps`` steps cost ``num_steps * nfe_per_step - nfe_saved``."""
+  ``num_steps`` steps cost ``num_steps * nfe_per_step - nfe_saved``; ``defaults``: the values
+  of its keys when a config written for another method is switched to it (``settings``)."""
   build: Callable
   keys: tuple[str, ...]
   nfe_per_step: Callable | None = None
   nfe_saved: int = 0
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def steps_for_nfe(self, cfg, nfe: int) -> int | None:
     """The ``num_steps`` that spends at most ``nfe`` evaluations (None: adaptive)."""
@@ -121,15 +123,26 @@ def _pc_nfe(cfg):
 
 
 _SCHEDULED = ('num_steps', 'eps', 'time_schedule', 'rho', 'grid_path')
+# Defaults are the schema's values (configs/base.py); num_steps None is the SDE's N.
+_GRID = {'num_steps': None, 'time_schedule': None, 'rho': 7.0, 'grid_path': None}
 METHODS = {
     'pc': Method(_pc, ('predictor', 'corrector', 'snr', 'n_steps_each', 'noise_removal', 'eps',
-                       'num_steps', 'probability_flow', 'time_schedule'), _pc_nfe),
-    'ode': Method(_ode, ('rtol', 'atol', 'eps', 'noise_removal', 'time_schedule')),
-    'dpm_solver': Method(_dpm_solver, _SCHEDULED + ('order',), _one),
-    'ddim': Method(_ddim, _SCHEDULED, _one),
+                       'num_steps', 'probability_flow', 'time_schedule'), _pc_nfe,
+                 defaults={'predictor': 'euler_maruyama', 'corrector': 'none', 'snr': 0.16,
+                           'n_steps_each': 1, 'noise_removal': True, 'num_steps': None,
+                           'probability_flow': False, 'time_schedule': None}),
+    'ode': Method(_ode, ('rtol', 'atol', 'eps', 'noise_removal', 'time_schedule'),
+                  defaults={'rtol': 1e-5, 'atol': 1e-5, 'noise_removal': True,
+                            'time_schedule': None}),
+    'dpm_solver': Method(_dpm_solver, _SCHEDULED + ('order',), _one,
+                         defaults={**_GRID, 'order': 3}),
+    'ddim': Method(_ddim, _SCHEDULED, _one, defaults=_GRID),
     'heun': Method(_heun, _SCHEDULED + ('S_churn', 'S_min', 'S_max', 'S_noise'),
-                   lambda cfg: 2, nfe_saved=1),   # 2 num_steps - 1 evaluations
-    'unipc': Method(_unipc, _SCHEDULED + ('order', 'unipc_variant'), _one),
+                   lambda cfg: 2, nfe_saved=1,   # 2 num_steps - 1 evaluations
+                   defaults={**_GRID, 'S_churn': 0.0, 'S_min': 0.0, 'S_max': float('inf'),
+                             'S_noise': 1.0}),
+    'unipc': Method(_unipc, _SCHEDULED + ('order', 'unipc_variant'), _one,
+                    defaults={**_GRID, 'order': 3, 'unipc_variant': 'bh1'}),
 }
 
 

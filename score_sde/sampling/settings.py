@@ -6,8 +6,8 @@ method, those values are not that method's: PC with 25 steps instead of the SDE'
 different, much worse sampler. The rule:
 
   * the config's own method runs with the config's settings, then the explicit ones;
-  * another method runs with its own defaults (``DEFAULTS[method]``) for every setting it reads,
-    then the explicit ones (``--config.sampling.*`` on the command line, keyword arguments of
+  * another method runs with its own defaults (``METHODS[method].defaults``) for the settings
+    only some methods read, then the explicit ones (``--config.sampling.*`` on the command line, keyword arguments of
     ``Run.sample``); the settings every method reads (``eps``, the batch size, guidance) keep
     the config's values.
 
@@ -18,18 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# Each method's defaults for the settings only some methods read (config_checks.SAMPLER_KEYS);
-# they are the schema's (configs/base.py) values.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    'pc': {'predictor': 'euler_maruyama', 'corrector': 'none', 'snr': 0.16, 'n_steps_each': 1,
-           'noise_removal': True, 'num_steps': None, 'probability_flow': False,
-           'time_schedule': None},
-    'ode': {'rtol': 1e-5, 'atol': 1e-5, 'noise_removal': True, 'time_schedule': None},
-    'dpm_solver': {'num_steps': None, 'order': 3, 'time_schedule': None, 'rho': 7.0},
-    'ddim': {'num_steps': None, 'time_schedule': None, 'rho': 7.0},
-    'heun': {'num_steps': None, 'time_schedule': None, 'rho': 7.0, 'S_churn': 0.0,
-             'S_min': 0.0, 'S_max': float('inf'), 'S_noise': 1.0},
-}
+from score_sde import sampling
+from score_sde.errors import ConfigError
 
 
 def for_method(config, method: str | None = None, explicit: Mapping[str, Any] | None = None,
@@ -40,19 +30,17 @@ def for_method(config, method: str | None = None, explicit: Mapping[str, Any] | 
   ``configured_method``: the method the config's settings were written for (default: the
   config's ``sampling.method``; the entry points pass the config file's, before overrides).
   """
-  from score_sde.errors import ConfigError
   explicit = dict(explicit or {})
   configured = configured_method or config.sampling.method
   method = explicit.pop('method', None) or method or config.sampling.method
-  if method not in DEFAULTS:
-    raise ConfigError(f'Unknown sampling method {method!r}; valid: {sorted(DEFAULTS)}.')
+  defaults = sampling.get_method(method).defaults
   out = config.copy_and_resolve_references()
   s = out.sampling
   left_out = {}
   with s.unlocked():
     s.method = method
     if method != configured:
-      for key, default in DEFAULTS[method].items():
+      for key, default in defaults.items():
         if key not in explicit and s[key] != default:
           left_out[key] = s[key]
           s[key] = default
@@ -66,7 +54,8 @@ def for_method(config, method: str | None = None, explicit: Mapping[str, Any] | 
 def describe_left_out(left_out: Mapping[str, Any], configured: str, method: str,
                       prefix: str = '--config.sampling.') -> str:
   """One line naming the config values ``for_method`` did not carry to ``method``."""
+  defaults = sampling.get_method(method).defaults
   values = ', '.join(f'{k}={v!r}' for k, v in left_out.items())
   return (f'Note: the config sets {values} for {configured}; {method} runs with its own defaults '
-          f'({", ".join(f"{k}={DEFAULTS[method][k]!r}" for k in left_out)}). Give {prefix}<key> '
+          f'({", ".join(f"{k}={defaults[k]!r}" for k in left_out)}). Give {prefix}<key> '
           'to choose.')
