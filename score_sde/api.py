@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import checkpointing, datasets, generation, likelihood as likelihood_lib
+from score_sde import checkpointing, datasets, generation
 from score_sde import models, parallel, progress, sde_lib, stored_config, train_state
 from score_sde.errors import DataError, MissingFileError
 from score_sde.models import utils as mutils
@@ -139,51 +139,58 @@ class Run:
           wrap_score=tracker.wrap), tracker)
     return self._compiled[key]
 
-  def likelihood(self, x, *, seed: int = 0, dequantize: bool = True,
+  def likelihood(self, x, *, seed: int = 0, dequantize: bool = True, batch_size: int | None = None,
                  hutchinson_type: str | None = None, show_progress: bool = True) -> Likelihood:
     """Per-example bits/dim (images) or negative log-likelihood in nats (2-D data) of ``x``
     (n, *shape) in data space ([0, 1] images), through the probability-flow ODE with the run's
-    ``eval.likelihood_*`` settings. Images in [0, 1] are quantised to 8 bits and uniformly
-    dequantised first, as the paper's bits/dim (``dequantize=False`` takes them as they are)."""
+    ``eval.likelihood_*`` settings, on every device (``batch_size`` examples per call, default
+    ``eval.batch_size``). Images are quantised to 8 bits and uniformly dequantised first, as the
+    paper's bits/dim (``dequantize=False`` takes them as they are)."""
     x = np.asarray(x, np.float32)
-    if x.shape[1:] != self.shape:
+    if x.ndim < 2 or x.shape[1:] != self.shape:
       raise DataError(f'likelihood: x has examples of shape {x.shape[1:]}; the model takes '
                       f'{self.shape}.')
     image = self.config.data.image_size is not None
-    rng = np.random.default_rng(seed)
     if image and dequantize:
-      x = (np.round(np.clip(x, 0, 1) * 255) + rng.random(x.shape, dtype=np.float32)) / 256.0
+      noise = np.random.default_rng(seed).random(x.shape, dtype=np.float32)
+      x = (np.round(np.clip(x, 0, 1) * 255) + noise) / 256.0
     x = np.asarray(datasets.get_data_scaler(self.config)(x), np.float32)
-    ev = self.config.eval
-    tracker = progress.TimeTracker(self.sde.T, ev.likelihood_eps, forward=True)
-    solve = self._likelihood_fn(hutchinson_type or ev.likelihood_hutchinson_type, tracker)
-    inverse_scaler = datasets.get_data_inverse_scaler(self.config)
-    with progress.Progress(100, 'likelihood', unit='%',
+    step, mesh = self._likelihood_step(hutchinson_type)
+    n_local = len(mesh.local_devices)
+    per_call = batch_size or self.config.eval.batch_size
+    per_call = math.ceil(min(per_call, len(x)) / jax.device_count()) * jax.device_count()
+    mine = parallel.host_local_slice(per_call)
+    params = parallel.replicate_global(self.params, mesh)
+    values, nfes = [], []
+    rounds = math.ceil(len(x) / per_call)
+    with progress.Progress(rounds, 'likelihood', unit='batch',
                            interval=None if show_progress else float('inf')) as bar:
-      tracker.bar, tracker.span = bar, 100.0
-      try:
-        logp, _, nfe = solve(jax.random.PRNGKey(seed), self._tracked_score_fn(tracker), x)
-      finally:
-        tracker.bar = None
-    logp = np.asarray(logp, np.float64)
-    if image:
-      values = np.asarray(likelihood_lib.bits_per_dim(logp, x.shape[1:], inverse_scaler))
-      return Likelihood(values, 'bits/dim', float(np.mean(nfe)))
-    return Likelihood(-logp, 'nats', float(np.mean(nfe)))
+      for r in range(rounds):
+        chunk = x[r * per_call:(r + 1) * per_call]
+        mask = np.arange(per_call) < len(chunk)
+        chunk = np.concatenate([chunk, np.zeros((per_call - len(chunk),) + self.shape,
+                                                np.float32)])
+        batch = parallel.shard({'image': chunk[mine], 'mask': mask[mine]}, n_local)
+        value, _, nfe = step(params, parallel.put_batch(batch, mesh),
+                             jax.random.fold_in(jax.random.PRNGKey(seed), r))
+        values.append(parallel.fetch(value)[mask])
+        nfes.append(np.mean(parallel.fetch(nfe)))
+        bar.update()
+    return Likelihood(np.concatenate(values).astype(np.float64),
+                      'bits/dim' if image else 'nats', float(np.mean(nfes)))
 
-  def _tracked_score_fn(self, tracker):
-    key = ('tracked_score_fn', id(tracker))
-    if key not in self._compiled:
-      self._compiled[key] = tracker.wrap(self.score_fn)
-    return self._compiled[key]
-
-  def _likelihood_fn(self, hutchinson_type: str, tracker):
+  def _likelihood_step(self, hutchinson_type: str | None):
     key = ('likelihood', hutchinson_type)
     if key not in self._compiled:
-      ev = self.config.eval
-      self._compiled[key] = likelihood_lib.get_likelihood_fn(
-          self.sde, hutchinson_type=hutchinson_type, rtol=ev.likelihood_rtol,
-          atol=ev.likelihood_atol, eps=ev.likelihood_eps)
+      from score_sde.evaluation import bpd
+      config = self.config.copy_and_resolve_references()
+      if hutchinson_type is not None:
+        with config.eval.unlocked():
+          config.eval.likelihood_hutchinson_type = hutchinson_type
+      mesh = parallel.make_mesh(list(self.devices) if self.devices and jax.process_count() == 1
+                                else None)
+      self._compiled[key] = (parallel.per_example_step(
+          bpd.get_eval_step(config, self.sde, self.model), mesh), mesh)
     return self._compiled[key]
 
 

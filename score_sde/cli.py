@@ -21,7 +21,9 @@
 - lets every other exception, a bug, propagate with its traceback (status 1), unless another
   process of a multi-host run was lost (``parallel``'s heartbeat reports that, status 75);
 - logs absl / orbax at WARNING unless ``--verbosity`` is given (orbax logs every save at INFO);
-- turns on the persistent compilation cache (``score_sde.compilation_cache``).
+- turns on the persistent compilation cache (``score_sde.compilation_cache``);
+- takes a run's stored config as ``--config`` when only ``--workdir`` is given, and reads
+  ``--config=<run>/config.json`` (``score_sde.stored_config``).
 
 After a reported error nothing else is printed: the reports of orbax's abandoned background
 reads of a corrupt checkpoint are dropped where the reads happen (``checkpointing``).
@@ -35,7 +37,7 @@ from typing import Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
 
-from score_sde import compilation_cache, errors, parallel
+from score_sde import compilation_cache, errors, parallel, stored_config
 
 EXIT_USER_ERROR = 2
 _CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
@@ -48,8 +50,8 @@ FLAGS = flags.FLAGS
 def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> NoReturn:
   """``absl.app.run(main)`` with the error handling of the module docstring. ``argv`` (default
   ``sys.argv``) is the whole command line, program name first."""
-  if argv is not None:  # ml_collections reads --config.* overrides from sys.argv itself
-    sys.argv = list(argv)
+  # ml_collections reads --config.* overrides from sys.argv itself
+  argv = sys.argv = stored_config.command_line(sys.argv if argv is None else argv)
   app.run(_guarded(main), argv=argv, flags_parser=parse_flags)
 
 
@@ -87,11 +89,13 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     remaining = FLAGS(argv)
     _raise_deferred_config_errors()
-    return remaining
   except Exception as e:  # noqa: BLE001  everything here is about the command line
     if '--traceback' in argv:
       raise
     fail(flag_error_message(e, argv))
+  if 'config' in FLAGS and FLAGS['config'].value is None:
+    fail(stored_config.missing_config_message(argv))
+  return remaining
 
 
 def _raise_deferred_config_errors() -> None:

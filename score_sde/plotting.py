@@ -206,15 +206,19 @@ def scatter_by_label(samples: np.ndarray, labels: np.ndarray, path: str, title: 
   return path
 
 
+GRID_IMAGES = 64        # images in a sample grid, unless asked for more
+COMPLETION_ROWS = 16    # examples in an inpainting / colorization picture
+
+
 def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarray | None = None,
-                         title: str = '') -> str:
+                         title: str = '', max_images: int | None = GRID_IMAGES) -> str:
   """Samples in the model's range: 2-D data as a scatter plot over ``data``; images as a grid
-  of the first 64 in [0, 1]."""
+  in [0, 1] of the first ``max_images`` (None: all; callers say when some are left out)."""
   if config.data.image_size is None:
     return scatter_2d(samples, path, data=data, title=title)
   from score_sde import datasets   # the inverse scaler of the config's data
   images = datasets.get_data_inverse_scaler(config)(samples)
-  return image_grid(images[:64], path)
+  return image_grid(images[:max_images], path)
 
 
 def image_panels(rows: Sequence[Sequence[tuple]], path: str,
@@ -228,3 +232,52 @@ def image_panels(rows: Sequence[Sequence[tuple]], path: str,
               interpolation='nearest')
     ax.set_title(title, fontsize=7)
   return _panel_grid(rows, path, row_labels, draw, (2.0, 2.1), dpi=100)
+
+
+def image_rows(rows: Sequence[np.ndarray], path: str, padding: int = 2,
+               column_titles: Sequence[str] | None = None) -> str:
+  """Saves image rows as one PNG: rows[r] is (n_r, H, W, C) in [0, 1], drawn left to right;
+  ``column_titles`` label the columns above the first row."""
+  rows = [np.clip(np.asarray(r, np.float32), 0.0, 1.0) for r in rows if len(r)]
+  h, w, c = rows[0].shape[1:]
+  cols = max(len(r) for r in rows)
+  top = 12 if column_titles else 0
+  grid = np.ones((top + len(rows) * (h + padding) + padding, cols * (w + padding) + padding, c),
+                 np.float32)
+  for i, row in enumerate(rows):
+    for j, image in enumerate(row):
+      y, x = top + padding + i * (h + padding), padding + j * (w + padding)
+      grid[y:y + h, x:x + w] = image
+  pixels = (grid * 255).round().astype(np.uint8)
+  image = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
+  if column_titles:
+    from PIL import ImageDraw
+    image = image.convert('RGB')
+    draw = ImageDraw.Draw(image)
+    for j, title in enumerate(column_titles):
+      draw.text((padding + j * (w + padding), 0), title, fill=(0, 0, 0))
+  image.save(ensure_dir(path))
+  return path
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, path: str, per_class: int = 10) -> str:
+  """One row per class (in label order), up to ``per_class`` of its images (N, H, W, C) in
+  [0, 1]."""
+  labels = np.asarray(labels)
+  return image_rows([images[labels == y][:per_class] for y in np.unique(labels)], path)
+
+
+def completion_rows(observed: np.ndarray, completed: np.ndarray, path: str,
+                    mask: np.ndarray | None = None, max_rows: int = COMPLETION_ROWS) -> str:
+  """One row per example: the input with the pixels to fill in greyed out | the completion |
+  the original (inpainting, with ``mask``: 1 = observed); the grey input | the completion
+  (colorization, no mask). Images (N, H, W, C) in [0, 1]; the first ``max_rows`` examples."""
+  n = min(len(completed), max_rows)
+  observed = np.broadcast_to(observed[:n], completed[:n].shape)
+  if mask is None:
+    rows, titles = [np.stack([observed[k], completed[k]]) for k in range(n)], ['input', 'output']
+  else:
+    shown = observed * mask[:n] + 0.5 * (1.0 - mask[:n])
+    rows = [np.stack([shown[k], completed[k], observed[k]]) for k in range(n)]
+    titles = ['masked', 'completed', 'original']
+  return image_rows(rows, path, column_titles=titles if completed.shape[2] >= 24 else None)

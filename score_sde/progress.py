@@ -29,8 +29,7 @@ import jax
 import numpy as np
 import tqdm
 
-from score_sde import parallel
-from score_sde.reporting import format_eta
+from score_sde import parallel, reporting
 
 ENV_SECONDS = 'SCORE_SDE_PROGRESS_SECONDS'
 DEFAULT_SECONDS = 30.0
@@ -62,6 +61,7 @@ class Progress:
     self._main = parallel.is_main_process()
     self._t0 = self._last_line = time.time()
     self._postfix = postfix
+    self._last_done = None
     self._bar = None
     if self._main and on_terminal():
       self._bar = tqdm.tqdm(total=total, initial=initial, desc=desc, unit=unit,
@@ -88,18 +88,19 @@ class Progress:
     return (self.done - self._start) / max(time.time() - self._t0, 1e-9)
 
   def line(self) -> str:
-    """``desc: done/total units (pct%)  rate units/s  ETA``."""
+    """``desc: done/total units (pct%)  rate units/s  ETA`` (unit '%': ``desc: pct%  ETA``)."""
     rate = self.rate()
-    eta = format_eta((self.total - self.done) / rate) if rate > 0 else '?'
-    count = (f'{self.done:.0f}/{self.total:.0f} {self.unit}s' if self.unit != '%'
-             else f'{self.done:.0f}%')
-    pct = f' ({100 * self.done / max(self.total, 1e-9):.0f}%)' if self.unit != '%' else ''
+    eta = reporting.format_eta((self.total - self.done) / rate) if rate > 0 else '?'
+    pct = f'{100 * self.done / max(self.total, 1e-9):.0f}%'
     extra = f'  {self._postfix()}' if self._postfix else ''
-    return f'{self.desc}: {count}{pct}  {rate:.3g} {self.unit}s/s  ETA {eta}{extra}'
+    if self.unit == '%':
+      return f'{self.desc}: {pct}  ETA {eta}{extra}'
+    return (f'{self.desc}: {self.done:.0f}/{self.total:.0f} {self.unit}s ({pct})  '
+            f'{rate:.3g} {self.unit}s/s  ETA {eta}{extra}')
 
   def write(self, message: str) -> None:
     """A line for people: above the bar on a terminal, a plain line otherwise."""
-    self._last_line = time.time()
+    self._last_line, self._last_done = time.time(), self.done
     if not self._main:
       return
     if self._bar is not None:
@@ -111,7 +112,7 @@ class Progress:
     if self._bar is not None:
       self._bar.close()
       self._bar = None
-    elif self._main and finished and self.done > self._start:
+    elif self._main and finished and self.done > self._start and self.done != self._last_done:
       self.write(self.line())
 
 

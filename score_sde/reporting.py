@@ -91,3 +91,31 @@ def say(message: str, bar=None) -> None:
     bar.write(message)
   else:
     print(message, flush=True)
+
+
+def output_stem(directory: str, name: str, suffixes: Sequence[str]) -> str:
+  """``directory/name``, or ``directory/name_2``, ``_3``, ... the first for which no file
+  ``stem + suffix`` exists: outputs never overwrite each other."""
+  stem, k = os.path.join(directory, name), 1
+  while any(os.path.exists(stem + s) for s in suffixes):
+    k += 1
+    stem = os.path.join(directory, f'{name}_{k}')
+  return stem
+
+
+def banner(program: str, config, params: Any = None, num_examples: int | None = None) -> str:
+  """One start-up line: processes x devices (platform), the model and its parameter count, the
+  data (name, example shape, size when known)."""
+  import jax
+  n_proc, n_local = jax.process_count(), jax.local_device_count()
+  devices = (f'{n_proc} processes x {n_local} devices' if n_proc > 1 else
+             f'{n_local} device{"s" if n_local > 1 else ""}')
+  model = config.model.name
+  if params is not None:
+    model += f' ({sum(int(np.size(x)) for x in jax.tree.leaves(params)):,} parameters)'
+  d = config.data
+  shape = (f'{d.image_size}x{d.image_size}x{d.num_channels} images' if d.image_size
+           else f'{d.get("dim", 2)}-D points')
+  size = f', {num_examples:,} examples' if num_examples else ''
+  return (f'{program}: {devices} ({jax.devices()[0].platform}); model {model}; '
+          f'{config.training.sde}; data {d.dataset} ({shape}{size})')

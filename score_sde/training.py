@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import os
 import signal
-import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -22,7 +21,8 @@ import numpy as np
 import tqdm
 
 from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
-from score_sde import parallel, plotting, reporting, sde_lib, stop_signals, train_state
+from score_sde import parallel, plotting, progress, reporting, sde_lib, stop_signals
+from score_sde import train_state
 from score_sde.checkpointing import identity, posthoc
 from score_sde.evaluation import loss_by_sigma
 from score_sde.errors import ConfigError
@@ -218,6 +218,9 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
     return parallel.to_local(p_state)
   if parallel.is_main_process() and job.config is not None and workdir is not None:
     identity.write_config_json(job.config, workdir, has_checkpoint)   # the run has started
+  if job.config is not None:
+    reporting.say(reporting.banner(job.name, job.config, parallel.to_local(p_state.params),
+                                   getattr(job.train_iter, 'num_examples', None)))
   if jax.process_count() > 1:
     reporting.say(f'{jax.process_count()} processes x {len(mesh.local_devices)} devices = '
                   f'{jax.device_count()} devices; {job.batch_size // jax.process_count()} examples '
@@ -248,9 +251,10 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
     ckpt.save(step, p_state, data, config=job.config)
     last_saved = step
 
-  bar = tqdm.tqdm(total=sc.n_iters, initial=start_step, disable=not sys.stderr.isatty(),
+  bar = tqdm.tqdm(total=sc.n_iters, initial=start_step, disable=not progress.on_terminal(),
                   dynamic_ncols=True, desc=job.name)
-  t0, s0 = time.time(), start_step
+  # Without a terminal the bar is off: a line every progress.line_interval() seconds as well.
+  t0, s0, last_line, interval = time.time(), start_step, time.time(), progress.line_interval()
   memory = (f'The {job.name} step',
             f'{job.batch_key}={job.batch_size}, {job.batch_size // mesh.size} per device',
             f'Lower {job.batch_key}' + (f', or {job.memory_options}' if job.memory_options else '')
@@ -268,18 +272,19 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
       step += n
       finite = finite & jnp.all(jnp.isfinite(metrics['loss']))
       bar.update(n)
-      if step % sc.log_freq == 0 or step == sc.n_iters:
+      logged = step % sc.log_freq == 0 or step == sc.n_iters
+      if logged or (bar.disable and time.time() - last_line >= interval):
         values = {k: float(metrics[k]) for k in job.log_metrics}
-        if not np.isfinite(values['loss']):
+        if logged and not np.isfinite(values['loss']):   # every host decides alike
           raise non_finite(f'Loss is {values["loss"]} at step {step}')
         rate = (step - s0) / max(time.time() - t0, 1e-9)
         eta = reporting.format_eta((sc.n_iters - step) / max(rate, 1e-9))
         bar.set_postfix(loss=f'{values["loss"]:.4f}', refresh=False)
         shown = '  '.join(f'{k} {v:.5f}' for k, v in values.items() if k != 'grad_norm')
-        prefix = '' if job.name == 'train' else f'{job.name} '
-        reporting.say(f'{prefix}step {step}/{sc.n_iters}  {shown}  {rate:.1f} steps/s  ETA {eta}',
-                      bar)
-        if writer is not None:
+        reporting.say(f'{job.name} step {step}/{sc.n_iters}  {shown}  {rate:.1f} steps/s  '
+                      f'ETA {eta}', bar)
+        last_line = time.time()
+        if writer is not None and logged:
           writer.scalars(step, {**{f'train/{k}': v for k, v in values.items()},
                                 'train/steps_per_sec': rate})
       if p_eval_step is not None and step % sc.eval_freq == 0:

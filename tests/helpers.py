@@ -2,6 +2,7 @@
 loading train.py / sample.py in-process, and tree comparisons."""
 import importlib.util
 import os
+import sys
 
 import jax
 import numpy as np
@@ -80,7 +81,27 @@ def entry_point(script: str):
   """Loads train.py / sample.py afresh as a module: the flags of the previously loaded one are
   removed first, since both define --config and --workdir on absl's global FLAGS."""
   reset_flags()
+  for module in [m for m in sys.modules if m.startswith('score_sde.apps.')]:
+    del sys.modules[module]     # the programs define their flags on import
   spec = importlib.util.spec_from_file_location(f'_entry_{script}', os.path.join(ROOT, script))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def run_entry_point(script: str, *args) -> int:
+  """Runs ``python <script> <args>`` in this process (from the repository root, through
+  ``cli.run``); returns its exit status."""
+  import pytest
+
+  from score_sde import cli
+  main = entry_point(script).main
+  cwd, argv = os.getcwd(), sys.argv
+  os.chdir(ROOT)
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(main, argv=[script, *args])
+  finally:
+    os.chdir(cwd)
+    sys.argv = argv
+  return exit_info.value.code or 0

@@ -34,10 +34,11 @@ def test_train_then_sample_writes_pictures(tmp_path):
   assert sample.returncode == 0, sample.stderr[-3000:]
   assert '(4 NFE per sample batch)' in sample.stdout
   assert os.path.exists(tmp_path / 'grids' / 'unipc_4steps_step30.json')
-  samples = np.load(tmp_path / 'samples' / 'samples_30.npz')['samples']
+  [npz] = (tmp_path / 'samples').glob('samples_step30_unipc_nfe4_seed0.npz')   # what made them
+  samples = np.load(npz)['samples']
   assert samples.shape == (200, 2) and np.all(np.isfinite(samples))
-  for name in ('samples_30.png', 'score_field_30.png'):
-    assert Image.open(tmp_path / 'samples' / name).size[0] > 300
+  for name in (npz.stem, npz.stem.replace('samples_', 'score_field_', 1)):
+    assert Image.open(tmp_path / 'samples' / f'{name}.png').size[0] > 300
 
 
 def test_sample_without_checkpoint_fails_clearly(tmp_path):
@@ -77,4 +78,4 @@ def test_sample_from_a_paper_format_checkpoint(tmp_path):
                 f'--paper_checkpoint={tmp_path}', '--config.model.nf=32',
                 '--config.sampling.batch_size=64')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert os.path.exists(tmp_path / 'samples' / 'samples_5.npz')
+  assert len(list((tmp_path / 'samples').glob('samples_step5_*.npz'))) == 1

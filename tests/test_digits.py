@@ -129,9 +129,9 @@ def test_sample_py_reads_a_paper_format_checkpoint_of_a_model_trained_here(ddpm_
                         '--num_samples=4', *overrides], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
-  samples = np.load(tmp_path / 'samples' / 'samples_20.npz')['samples']
+  samples = np.load(tmp_path / 'samples' / 'samples_step20_pc_nfe25_seed0.npz')['samples']
   assert samples.shape == (4, 8, 8, 1) and np.isfinite(samples).all()
-  assert os.path.exists(tmp_path / 'samples' / 'samples_20.png')
+  assert os.path.exists(tmp_path / 'samples' / 'samples_step20_pc_nfe25_seed0.png')
 
 
 def test_classifier_metric_separates_real_digits_from_noise(tmp_path):

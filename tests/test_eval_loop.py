@@ -59,8 +59,9 @@ def test_toy_loop_resumes_without_redoing_rounds_or_checkpoints(tmp_path, monkey
     loop.evaluate(config, str(tmp_path))
   out = tmp_path / 'eval'
   assert (out / 'report_8.json').exists() and not (out / 'report_16.json').exists()
-  assert (out / 'ckpt_16' / 'round_0.npz').exists() and (out / 'ckpt_16' / 'partial.json').exists()
-  done = {p: os.stat(p).st_mtime_ns for p in [out / 'report_8.json', out / 'ckpt_16' / 'round_0.npz']}
+  rounds_16 = next((out / 'ckpt_16').glob('samples_*'))   # keyed by the sampling settings
+  assert (rounds_16 / 'round_0.npz').exists() and list((out / 'ckpt_16').glob('loss_*.json'))
+  done = {p: os.stat(p).st_mtime_ns for p in [out / 'report_8.json', rounds_16 / 'round_0.npz']}
 
   calls.clear()
   monkeypatch.setattr(generation, 'draw', lambda *a: calls.append(1) or real_round(*a))
@@ -72,7 +73,7 @@ def test_toy_loop_resumes_without_redoing_rounds_or_checkpoints(tmp_path, monkey
   # The report holds what the stored samples give.
   with open(out / 'report_16.json') as f:
     report = json.load(f)
-  samples = np.concatenate([np.load(out / 'ckpt_16' / f'round_{r}.npz')['samples'] for r in (0, 1)])
+  samples = np.concatenate([np.load(rounds_16 / f'round_{r}.npz')['samples'] for r in (0, 1)])
   assert samples.shape == (128, 2) and report['sampling']['num_samples'] == 128
   assert report['sampling']['nfe'] == 4
   nll, nll_se = toy_metrics.nll(samples, toy_metrics.DENSITIES['gaussian_mixture']())
@@ -121,7 +122,8 @@ def test_image_loop_computes_fid_kid_is_from_injected_features(tmp_path, monkeyp
   ref = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
   reference_stats.save_stats(config.eval.stats_path, reference_stats.from_features(ref))
   report = loop.evaluate(config, str(tmp_path), feature_fn=stand_in_features)[4]['sampling']
-  rounds = [np.load(tmp_path / 'eval' / 'ckpt_4' / f'round_{r}.npz') for r in (0, 1)]
+  rounds_dir = next((tmp_path / 'eval' / 'ckpt_4').glob('samples_*'))
+  rounds = [np.load(rounds_dir / f'round_{r}.npz') for r in (0, 1)]
   pool_3 = np.concatenate([r['pool_3'] for r in rounds])[:24]
   assert rounds[0]['samples'].dtype == np.uint8 and rounds[0]['samples'].shape == (16, 8, 8, 3)
   mu, sigma = metrics.feature_statistics(pool_3)

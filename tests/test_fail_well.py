@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import helpers
-from score_sde import checkpointing, cli, config_checks, errors, losses, models, train_state
+from score_sde import checkpointing, config_checks, errors, losses, models, train_state
 from score_sde import training
 from score_sde.checkpointing import identity
 
@@ -33,16 +33,7 @@ pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarni
 
 
 def _run(script, *args):
-  main = helpers.entry_point(script).main
-  cwd, argv = os.getcwd(), sys.argv
-  os.chdir(ROOT)
-  try:
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(main, argv=[script, *args])
-  finally:
-    os.chdir(cwd)
-    sys.argv = argv
-  return exit_info.value.code or 0
+  return helpers.run_entry_point(script, *args)
 
 
 def run_cli(capsys, script, *args):

@@ -222,7 +222,8 @@ def test_a_write_that_fails_late_is_one_line(capsys, monkeypatch, run_dir, tmp_p
   code, _, err = run_cli(capsys, 'sample.py', *RUN, f'--workdir={run_dir}',
                          f'--outdir={tmp_path}', '--config.sampling.method=pc',
                          '--config.sampling.num_steps=2')
-  assert_one_line(code, err, f'No space left on device: {tmp_path}/samples_4.npz.')
+  assert_one_line(code, err,
+                  f'No space left on device: {tmp_path}/samples_step4_pc_nfe2_seed0.npz.')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@ remembers its config, outputs that never overwrite each other, evaluation resume
 silent carry-over of sampler settings, progress lines without a terminal."""
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib.util
 import io
 import json
 import os
-import subprocess
 import sys
 import tomllib
 from unittest import mock
@@ -15,13 +16,16 @@ from unittest import mock
 import numpy as np
 import pytest
 
+import helpers
 from configs import default_toy
 from configs.vp import digits_ddpmpp_continuous
 import score_sde
-from score_sde import progress, training
+from score_sde import evaluation, progress, reporting, training
 from score_sde.sampling import settings as sampler_settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# ml_collections loads config files with importlib's deprecated load_module().
+pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 
 
 def tiny_config():
@@ -50,11 +54,12 @@ def run_dir(tmp_path_factory):
   return workdir
 
 
-def _cli(script, *args, **env):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=os.environ['SCORE_SDE_TEST_XLA_FLAGS'],
-             **env)
-  return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+def run_cli(capsys, script, *args):
+  """(exit status, stdout, stderr) of ``python <script> <args>``, run in this process."""
+  capsys.readouterr()
+  code = helpers.run_entry_point(script, *args)
+  out, err = capsys.readouterr()
+  return code, out, err
 
 
 def test_load_samples_and_likelihood_from_python(run_dir):
@@ -93,30 +98,52 @@ def test_another_method_does_not_inherit_the_configs_method_settings():
   assert chosen.sampling.num_steps == 40 and left_out == {}
   note = sampler_settings.describe_left_out({'num_steps': 25}, 'dpm_solver', 'pc')
   assert 'num_steps=25' in note and 'num_steps=None' in note
+  toy = default_toy.get_config()                      # ode, with num_steps=500 set for pc
+  pc, left_out = sampler_settings.for_method(toy, 'pc')
+  assert pc.sampling.num_steps == 500 and left_out == {}
 
 
-def test_sample_cli_takes_the_stored_config_and_never_overwrites(run_dir, tmp_path):
+def test_sample_cli_takes_the_stored_config_and_never_overwrites(run_dir, tmp_path, capsys):
   outdir = str(tmp_path / 'out')
-  first = _cli('sample.py', f'--workdir={run_dir}', f'--outdir={outdir}', '--num_samples=64',
-               '--config.sampling.method=pc', '--config.sampling.num_steps=4')
-  assert first.returncode == 0, first.stderr[-2000:]
+  code, out, err = run_cli(capsys, 'sample.py', f'--workdir={run_dir}', f'--outdir={outdir}',
+                           '--num_samples=16', '--config.sampling.method=pc',
+                           '--config.sampling.num_steps=4')
+  assert code == 0, err
+  assert 'sample: 8 devices (cpu); model mlp (1,514 parameters)' in out   # the banner
   # The run's config file spelt out, and another method: a second set of files beside the first.
-  second = _cli('sample.py', f'--config={run_dir}/config.json', f'--workdir={run_dir}',
-                f'--outdir={outdir}', '--num_samples=64', '--config.sampling.method=ddim',
-                '--config.sampling.num_steps=3')
-  assert second.returncode == 0, second.stderr[-2000:]
+  code, out, err = run_cli(capsys, 'sample.py', f'--config={run_dir}/config.json',
+                           f'--workdir={run_dir}', f'--outdir={outdir}', '--num_samples=16',
+                           '--config.sampling.method=ddim', '--config.sampling.num_steps=3',
+                           '--tag=try')
+  assert code == 0, err
   names = sorted(n for n in os.listdir(outdir) if n.endswith('.npz'))
-  assert names == ['samples_step20_ddim_nfe3_seed0.npz', 'samples_step20_pc_nfe4_seed0.npz']
-  # The same command again writes new files rather than replacing the first ones.
-  third = _cli('sample.py', f'--workdir={run_dir}', f'--outdir={outdir}', '--num_samples=64',
-               '--config.sampling.method=pc', '--config.sampling.num_steps=4')
-  assert third.returncode == 0, third.stderr[-2000:]
-  assert 'samples_step20_pc_nfe4_seed0_2.npz' in os.listdir(outdir)
+  assert names == ['samples_step20_ddim_nfe3_seed0_try.npz', 'samples_step20_pc_nfe4_seed0.npz']
+  # A name already taken (the same command again) gets the next free suffix.
+  stem = reporting.output_stem(outdir, 'samples_step20_pc_nfe4_seed0', ('.npz', '.png'))
+  assert stem == os.path.join(outdir, 'samples_step20_pc_nfe4_seed0_2')
+  code, _, err = run_cli(capsys, 'sample.py', f'--workdir={tmp_path}')
+  assert code == 2 and 'has no stored config' in err
+
+
+def test_evaluation_computes_what_a_newly_enabled_metric_needs(run_dir, capsys):
+  config = tiny_config()
+  config.eval.enable_loss, config.eval.enable_bpd, config.eval.begin_ckpt = True, False, 0
+  evaluation.evaluate(config, run_dir, eval_folder='eval_a')
+  out = os.path.join(run_dir, 'eval_a')
+  [loss_file] = [n for n in os.listdir(os.path.join(out, 'ckpt_20')) if n.startswith('loss_')]
+  kept = os.stat(os.path.join(out, 'ckpt_20', loss_file)).st_mtime_ns
+  config.eval.enable_bpd, config.eval.bpd_num_examples = True, 64     # a metric added
+  reports = evaluation.evaluate(config, run_dir, eval_folder='eval_a')
+  assert 'likelihood' in reports[20] and np.isfinite(reports[20]['likelihood']['mean'])
+  assert os.stat(os.path.join(out, 'ckpt_20', loss_file)).st_mtime_ns == kept   # not redone
+  assert '0 complete for these settings' in capsys.readouterr().out
+  assert evaluation.evaluate(config, run_dir, eval_folder='eval_a')[20] == reports[20]
+  assert '1 complete for these settings' in capsys.readouterr().out
 
 
 def test_progress_lines_when_not_on_a_terminal(run_dir, capsys):
   with open(os.path.join(run_dir, 'train_output.txt')) as f:
-    lines = [line for line in f.read().splitlines() if line.startswith('train')]
+    lines = [line for line in f.read().splitlines() if line.startswith('train step')]
   assert len(lines) >= 2 and all('ETA' in line and 'loss' in line for line in lines)
   with progress.Progress(4, 'rounds', unit='round', interval=0) as bar:
     for _ in range(4):
@@ -129,10 +156,13 @@ def test_console_entry_points_resolve():
   with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
     project = tomllib.load(f)['project']
   assert project['license'] == 'Apache-2.0'
-  import importlib
-  for name, target in project['scripts'].items():
+  assert set(project['scripts']) == {'score-sde-train', 'score-sde-sample',
+                                     'score-sde-experiments'}
+  for name, target in project['scripts'].items():   # not imported: the programs define flags
     module, function = target.split(':')
-    assert callable(getattr(importlib.import_module(module), function)), name
+    with open(importlib.util.find_spec(module).origin) as f:
+      defined = {n.name for n in ast.parse(f.read()).body if isinstance(n, ast.FunctionDef)}
+    assert function in defined, name
 
 
 def test_stored_config_json_round_trips_with_typed_overrides(run_dir):

@@ -90,7 +90,9 @@ def build(source: Any, preprocess: Callable, opts: PipelineOptions) -> ImageIter
         uniform_dequantization=opts.uniform_dequantization, scaler=opts.scaler), seed=opts.seed)
   read = grain.ReadOptions(num_threads=opts.num_workers, prefetch_buffer_size=opts.prefetch)
   num_batches = None if opts.num_epochs is None else math.ceil(examples_per_host / host_batch)
-  return ImageIterator(ds.to_iter_dataset(read), opts, host_batch, num_batches)
+  it = ImageIterator(ds.to_iter_dataset(read), opts, host_batch, num_batches)
+  it.num_examples = len(source)   # the split's size (the start-up banner)
+  return it
 
 
 class ImageIterator:
@@ -108,6 +110,7 @@ class ImageIterator:
     self._opts = opts
     self._host_batch = host_batch
     self.num_batches = num_batches
+    self.num_examples: int | None = None
     self.step = 0
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import checkpointing, datasets, likelihood, models, parallel, reporting, sde_lib
-from score_sde import train_state
+from score_sde import checkpointing, datasets, likelihood, models, parallel, progress, reporting
+from score_sde import sde_lib, train_state
 from score_sde.errors import ConfigError, DataError
 from score_sde.models import utils as mutils
 
@@ -98,15 +98,18 @@ def evaluate_checkpoint(config, p_step, params, mesh, rng) -> dict:
   """
   data_iter = _get_data(config, len(mesh.local_devices))
   values, nfes = [], []
-  for i in range(_num_batches(config, data_iter)):
-    try:
-      batch = next(data_iter)
-    except StopIteration:
-      break
-    outputs = p_step(params, parallel.put_batch(batch, mesh), jax.random.fold_in(rng, i))
-    value, mask, nfe = (parallel.fetch(o) for o in outputs)
-    values.append(np.asarray(value, np.float64)[np.asarray(mask, bool)])
-    nfes.append(np.asarray(nfe, np.float64))
+  num_batches = _num_batches(config, data_iter)
+  with progress.Progress(num_batches, 'likelihood', unit='batch') as bar:
+    for i in range(num_batches):
+      try:
+        batch = next(data_iter)
+      except StopIteration:
+        break
+      outputs = p_step(params, parallel.put_batch(batch, mesh), jax.random.fold_in(rng, i))
+      value, mask, nfe = (parallel.fetch(o) for o in outputs)
+      values.append(np.asarray(value, np.float64)[np.asarray(mask, bool)])
+      nfes.append(np.asarray(nfe, np.float64))
+      bar.update()
   values = np.concatenate(values) if values else np.zeros((0,))
   if values.size == 0:
     raise DataError(f'No examples in the {config.eval.bpd_dataset!r} split to evaluate.')

@@ -11,54 +11,95 @@ i * ``training.snapshot_freq``), with the EMA parameters, on every device (``par
             (FID and KID on pool_3 against the reference statistics of ``reference_stats``, IS
             on the logits); 2-D data: ``eval.toy_metrics`` (``toy_metrics.METRICS``) against
             fresh data draws
-  loss by sigma  ``eval.loss_by_sigma``: the loss per noise level next to the empirical optimum
-            and the linear denoiser (``loss_by_sigma``), plotted to ``eval/loss_by_sigma_<step>.png``
-The results are tied to the config that produced them: ``ckpt_<step>/config.json`` records it,
-and a rerun whose config differs in anything but ``RESULTS_MAY_DIFFER`` (run length, the
-checkpoint range, data loading) recomputes that checkpoint instead of reusing its numbers. The
-checkpoints must be this config's run (``checkpointing``'s run identity), and the workdir
-writable, before any work.
-Resuming: each sampling round is saved as ``<workdir>/eval/ckpt_<step>/round_<r>.npz`` (samples;
-images also their features), the loss / bpd results as ``ckpt_<step>/partial.json`` and the
-checkpoint's report as ``eval/report_<step>.json``, each written to a temporary file and renamed;
-a rerun skips finished checkpoints and rounds. ``eval/summary.md`` / ``summary.csv`` tabulate all
-reports. The Inception network is injectable (``feature_fn``) so tests can use a stand-in.
+Results are keyed by what produced them: each measurement of a checkpoint is stored with the
+settings it used, as ``<eval_folder>/ckpt_<step>/<loss|likelihood|sampling>_<key>.json`` (key: a
+hash of those settings: the ``eval.*`` keys it reads, the sampler's settings, the metrics), and
+each sampling round as ``ckpt_<step>/samples_<key>/round_<r>.npz`` (samples; images also their
+features), written to a temporary file and renamed. A rerun computes only what is missing for the
+settings in hand: a newly enabled metric, another sampler or sample count, a finished round
+skipped. ``report_<step>.json`` (what the current settings measured) and ``summary.md`` /
+``summary.csv`` are rewritten from the stored results. ``eval_folder`` (``train.py
+--eval_folder``, default ``eval``) is relative to the workdir or absolute. Digits samples are
+also measured with the download-free digits classifier (``digits_classifier``: Fréchet distance
+in its features to the train split and mean confidence; FID / KID / IS need
+``eval.inception_weights`` there). The checkpoints must be this config's run
+(``checkpointing``'s run identity), and the workdir writable, before any work. The Inception
+network is injectable (``feature_fn``) so tests can use a stand-in.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
-import shutil
-import time
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
 from score_sde import checkpointing, datasets, generation, losses, models, parallel, reporting
-from score_sde import sde_lib, train_state
-from score_sde.checkpointing import identity, posthoc
+from score_sde import progress, sde_lib, train_state
+from score_sde.checkpointing import identity
 from score_sde.errors import ConfigError
-from score_sde.evaluation import bpd, loss_by_sigma, toy_metrics
-
-# Config keys that do not change a checkpoint's numbers: stored results made with other values
-# are reused.
-RESULTS_MAY_DIFFER = (
-    'training.n_iters', 'training.log_freq', 'training.eval_freq', 'training.snapshot_freq',
-    'training.snapshot_freq_for_preemption', 'training.snapshot_sampling',
-    'training.distributed', 'eval.begin_ckpt', 'eval.end_ckpt', 'data.num_workers',
-    'data.prefetch', 'data.data_dir', 'data.path')
+from score_sde.evaluation import bpd, toy_metrics
 
 # images (N, H, W, C) uint8 -> {'pool_3': (N, d), 'logits_unbiased': (N, k)} numpy arrays.
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def eval_dir(workdir: str, ema_sigma_rel: float | None = None) -> str:
-  """Where the reports go: ``<workdir>/eval``, or for the post-hoc EMA of length sigma_rel
-  (``sampling.ema_sigma_rel``) ``<workdir>/eval_ema_sigma_rel_<sigma_rel>``: other parameters."""
-  if ema_sigma_rel is None:
-    return os.path.join(workdir, 'eval')
-  return os.path.join(workdir, f'eval_ema_sigma_rel_{float(ema_sigma_rel):g}')
+def eval_dir(workdir: str, eval_folder: str = 'eval') -> str:
+  return os.path.join(workdir, eval_folder)
+
+
+def settings_key(settings: dict) -> str:
+  """A short stable name for a measurement's settings (what a stored result is keyed by)."""
+  text = json.dumps(settings, sort_keys=True, default=str)
+  return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+_LIKELIHOOD_KEYS = ('bpd_dataset', 'num_repeats', 'bpd_num_examples',
+                    'likelihood_hutchinson_type', 'likelihood_rtol', 'likelihood_atol',
+                    'likelihood_eps', 'batch_size')
+
+
+def sample_settings(config) -> dict:
+  """What the samples of a checkpoint depend on: the sampler, their number, the seed."""
+  s = {f'sampling.{k}': v for k, v in config.sampling.to_dict().items() if k != 'batch_size'}
+  ev = config.eval   # eval.batch_size is what the loop samples with
+  return {**s, 'eval.num_samples': ev.num_samples, 'eval.batch_size': ev.batch_size,
+          'seed': config.seed}
+
+
+def measurements(config) -> dict[str, dict]:
+  """The enabled measurements, each with the settings that produce it (config keys -> values)."""
+  ev, found = config.eval, {}
+
+  def of_eval(*keys):
+    return {f'eval.{k}': ev.get(k) for k in keys}
+  if ev.enable_loss:
+    found['loss'] = {**of_eval('loss_num_examples', 'batch_size'), 'seed': config.seed}
+  if ev.enable_bpd:
+    found['likelihood'] = {**of_eval(*_LIKELIHOOD_KEYS), 'seed': config.seed}
+  if ev.enable_sampling:
+    if bpd.is_image_data(config):
+      metrics = {**of_eval('inception_weights', 'stats_path'),
+                 'digits classifier': _digits_measured(config)}
+    else:
+      metrics = of_eval('toy_metrics', 'mmd_bandwidth', 'sw_projections')
+      metrics['eval.toy_metrics'] = list(metrics['eval.toy_metrics'])
+    found['sampling'] = {**sample_settings(config), **metrics}
+  return found
+
+
+def _digits_measured(config) -> bool:
+  """Digits at the classifier's size are measured with it (no download)."""
+  from score_sde.evaluation import digits_classifier
+  return (config.data.dataset == 'digits' and config.data.image_size == digits_classifier.IMAGE_SIZE
+          and config.data.num_channels == 1)
+
+
+def _inception_needed(config) -> bool:
+  return not _digits_measured(config) or config.eval.get('inception_weights') is not None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,9 +108,9 @@ def eval_dir(workdir: str, ema_sigma_rel: float | None = None) -> str:
 
 def _check_config(config) -> None:
   ev = config.eval
-  if not (ev.enable_loss or ev.enable_bpd or ev.enable_sampling or ev.loss_by_sigma):
-    raise ConfigError('Nothing to evaluate: set eval.enable_loss, eval.enable_bpd, '
-                      'eval.enable_sampling or eval.loss_by_sigma.')
+  if not (ev.enable_loss or ev.enable_bpd or ev.enable_sampling):
+    raise ConfigError('Nothing to evaluate: set eval.enable_loss, eval.enable_bpd or '
+                      'eval.enable_sampling.')
   if ev.enable_sampling and not bpd.is_image_data(config):
     toy_metrics.check_metric_names(ev.toy_metrics)
   if ev.enable_sampling and ev.num_samples < 2:
@@ -94,42 +135,12 @@ def _steps(config, workdir: str) -> list[int]:
   return steps
 
 
-def _settings_path(workdir: str, step: int) -> str:
-  return os.path.join(eval_dir(workdir), f'ckpt_{step}', 'config.json')
-
-
-def _stale_results(config, workdir: str, step: int) -> list | None:
-  """None if checkpoint ``step`` has no stored results or they were made with ``config``;
-  otherwise the differences ((key, there, here); [] for results that recorded no config)."""
-  out = eval_dir(workdir)
-  stored = [os.path.join(out, f'report_{step}.json'), os.path.join(out, f'ckpt_{step}')]
-  if not any(os.path.exists(p) for p in stored):
-    return None
-  recorded = reporting.read_json(_settings_path(workdir, step))
-  if recorded is None:
-    return []
-  diffs = identity.config_differences(recorded, identity.config_to_dict(config),
-                                      may_differ=RESULTS_MAY_DIFFER)
-  return diffs or None
-
-
-def _start_results(config, workdir: str, step: int, stale: bool) -> None:
-  """Removes the results of another config for ``step``, then records this config as the one
-  its results (from now on) are computed with."""
-  out = eval_dir(workdir)
-  if stale:
-    shutil.rmtree(os.path.join(out, f'ckpt_{step}'), ignore_errors=True)
-    for name in (f'report_{step}.json', f'bpd_{step}.json'):
-      if os.path.exists(os.path.join(out, name)):
-        os.remove(os.path.join(out, name))
-  if not os.path.exists(_settings_path(workdir, step)):
-    reporting.write_json(_settings_path(workdir, step), identity.config_to_dict(config))
-
-
 def _image_references(config, feature_fn: FeatureFn | None):
   """(feature_fn, reference statistics) for image sampling; a missing weights file or dataset
   fails here, before any checkpoint is touched."""
   from score_sde.evaluation import inception, reference_stats
+  if not _inception_needed(config):
+    return None, None
   if feature_fn is None:
     feature_fn = inception.get_feature_fn(
         inception.load_variables(config.eval.get('inception_weights')))
@@ -156,19 +167,30 @@ def _loss(config, p_eval_step, p_state, mesh, rng) -> dict:
           'num_examples': num_batches * config.eval.batch_size}
 
 
-def _samples(config, sample_fn, params, step: int, workdir: str, feature_fn,
+def _samples(config, sample_fn, params, step: int, out: str, feature_fn,
              rng) -> tuple[dict[str, np.ndarray], int]:
-  """All rounds of a checkpoint (``generation.draw_rounds``: finished ones are read from disk);
-  returns the arrays (images: uint8 'samples', 'pool_3', 'logits_unbiased'; 2-D: 'samples') and
-  the NFE."""
+  """All rounds of a checkpoint (``generation.draw_rounds``: finished ones are read from disk),
+  under a folder keyed by the sampling settings; returns the arrays (images: uint8 'samples',
+  and 'pool_3', 'logits_unbiased' with a feature_fn; 2-D: 'samples') and the NFE."""
   def process(samples):
     if not bpd.is_image_data(config):
       return {'samples': samples}
     images = datasets.to_uint8(config, samples)
-    return {'samples': images, **feature_fn(images)}
-  out_dir = os.path.join(eval_dir(workdir, config.sampling.get('ema_sigma_rel')), f'ckpt_{step}')
+    return {'samples': images, **(feature_fn(images) if feature_fn is not None else {})}
+  out_dir = os.path.join(out, f'ckpt_{step}', f'samples_{settings_key(sample_settings(config))}')
   return generation.draw_rounds(sample_fn, params, rng, config.eval.num_samples, out_dir, process,
                                 label=f'step {step}: ')
+
+
+def _digits_metrics(arrays: dict) -> dict:
+  """Fréchet distance to the train split in the digits classifier's features, and its mean
+  confidence (the classifier is trained once, then cached)."""
+  from score_sde.evaluation import digits_classifier
+  clf = digits_classifier.load_or_train()
+  reference, _ = digits_classifier.split_images('train')
+  q = digits_classifier.quality(clf, arrays['samples'].astype(np.float64) / 255.0, reference)
+  return {'digits_fd': {'value': q['frechet'], 'std_err': None},
+          'digits_confidence': {'value': q['confidence'], 'std_err': None}}
 
 
 def _sample_metrics(config, arrays: dict, reference, rng) -> dict:
@@ -180,8 +202,12 @@ def _sample_metrics(config, arrays: dict, reference, rng) -> dict:
                                 {'mmd_bandwidth': ev.mmd_bandwidth,
                                  'sw_projections': ev.sw_projections})
     return {k: v for k, v in found.items() if v is not None}
+  out = _digits_metrics(arrays) if _digits_measured(config) else {}
+  if reference is None:
+    return out
   from score_sde.evaluation import metrics
-  return metrics.image_metrics(arrays, reference)
+  out.update(metrics.image_metrics(arrays, reference))
+  return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,8 +215,11 @@ def _sample_metrics(config, arrays: dict, reference, rng) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 def evaluate(config, workdir: str, devices: Sequence | None = None,
-             feature_fn: FeatureFn | None = None) -> dict[int, dict]:
+             feature_fn: FeatureFn | None = None, eval_folder: str = 'eval') -> dict[int, dict]:
   """Evaluates the checkpoints of ``workdir`` chosen by ``config.eval``; returns {step: report}.
+
+  Results go to ``eval_folder`` (relative to ``workdir``, or absolute); what is stored there for
+  the same settings is reused (module docstring).
 
   feature_fn: images (N, H, W, C) uint8 -> {'pool_3', 'logits_unbiased'}; default the FID
   Inception with ``eval.inception_weights`` (only loaded when image sampling is enabled).
@@ -227,73 +256,92 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
     sampling_config.sampling.batch_size = ev.batch_size
     sample_fn = generation.get_sample_fn(sampling_config, sde, model, mesh.devices.flat)
 
-  evaluate_sigma = loss_by_sigma.for_config(config, sde, model) if ev.loss_by_sigma else None
+  out = eval_dir(workdir, eval_folder)
+  wanted = measurements(config)
 
-  out = eval_dir(workdir, config.sampling.get('ema_sigma_rel'))
-  reports, t_start, done_now = {}, time.time(), 0
-  stale = {s: d for s in steps if (d := _stale_results(config, workdir, s)) is not None}
-  todo = [s for s in steps
-          if s in stale or reporting.read_json(os.path.join(out, f'report_{s}.json')) is None]
-  redo = ''
-  if stale:
-    diffs = next((d for d in stale.values() if d), [])
-    redo = (f'; {len(stale)} with results of other settings, recomputed: '
-            f'{identity.format_differences(diffs) if diffs else "settings not recorded"}')
-  reporting.say(f'Evaluating {len(steps)} checkpoints ({len(steps) - len(todo)} done before'
-                f'{redo}): {steps}')
+  def result_path(step, name):
+    return os.path.join(out, f'ckpt_{step}', f'{name}_{settings_key(wanted[name])}.json')
+
+  results = {}   # this run's results (on every host; the main one also writes them)
+
+  def stored(step, name):
+    if (step, name) in results:
+      return results[step, name]
+    found = reporting.read_json(result_path(step, name))
+    return None if found is None else found['result']
+
+  def measure(step, names):
+    state, _ = ckpt.restore(template, step, config=config)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
+    for name in names:
+      if name == 'loss':
+        result = _loss(config, p_eval_step, parallel.replicate_global(state, mesh), mesh,
+                       jax.random.fold_in(rng, 1))
+      elif name == 'likelihood':
+        result = {'metric': 'bpd' if image else 'nll_nats', **bpd.evaluate_checkpoint(
+            config, p_bpd_step, parallel.replicate_global(state.ema_params, mesh), mesh,
+            jax.random.fold_in(rng, 2))}
+      else:
+        arrays, nfe = _samples(config, sample_fn, state.ema_params, step, out, feature_fn,
+                               jax.random.fold_in(rng, 3))
+        result = {'method': config.sampling.method, 'nfe': nfe,
+                  'num_samples': int(len(arrays['samples'])),
+                  **_sample_metrics(config, arrays, reference, jax.random.fold_in(rng, 4))}
+      results[step, name] = result
+      if parallel.is_main_process():
+        reporting.write_json(result_path(step, name), {'settings': wanted[name], 'result': result})
+
+  todo = {s: [n for n in wanted if stored(s, n) is None] for s in steps}
+  todo = {s: names for s, names in todo.items() if names}
+  reporting.say(f'Evaluating {len(steps)} checkpoints for {", ".join(wanted)} '
+                f'({len(steps) - len(todo)} done before): {steps}')
+  for step, names in todo.items():
+    for name in names:
+      if diffs := _other_settings(out, step, name, wanted[name]):
+        reporting.say(f'step {step}: {name} is stored for other settings '
+                      f'({identity.format_differences(diffs)}); computed for these too.')
+  reports = {}
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   try:
-    for step in steps:
-      report_path = os.path.join(out, f'report_{step}.json')
-      reports[step] = None if step in stale else reporting.read_json(report_path)
-      if reports[step] is not None:
-        continue
-      t0 = time.time()
-      state, _ = ckpt.restore(template, step, config=config)
-      state = state.replace(ema_params=posthoc.chosen_ema_params(config, workdir, state))
-      if parallel.is_main_process():
-        _start_results(config, workdir, step, step in stale)
-      rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-      partial_path = os.path.join(out, f'ckpt_{step}', 'partial.json')
-      report = reporting.read_json(partial_path) or {'step': step, 'dataset': config.data.dataset}
-      if ev.enable_loss and 'loss' not in report:
-        report['loss'] = _loss(config, p_eval_step, parallel.replicate_global(state, mesh), mesh,
-                               jax.random.fold_in(rng, 1))
-        reporting.write_json(partial_path, report)
-      if evaluate_sigma is not None and 'loss_by_sigma' not in report:
-        result = evaluate_sigma(state.ema_params, jax.random.fold_in(rng, 5))
-        report['loss_by_sigma'] = loss_by_sigma.to_report(result)
-        if parallel.is_main_process():
-          loss_by_sigma.plot({f'step {step}': result},
-                             os.path.join(out, f'loss_by_sigma_{step}.png'))
-        reporting.write_json(partial_path, report)
-      p_params = parallel.replicate_global(state.ema_params, mesh)
-      if ev.enable_bpd and 'likelihood' not in report:
-        report['likelihood'] = {'metric': 'bpd' if image else 'nll_nats', **bpd.evaluate_checkpoint(
-            config, p_bpd_step, p_params, mesh, jax.random.fold_in(rng, 2))}
-        reporting.write_json(partial_path, report)
-        bpd._write_result(workdir, step, {'step': step, **report['likelihood']})
-      if ev.enable_sampling:
-        arrays, nfe = _samples(config, sample_fn, state.ema_params, step, workdir, feature_fn,
-                               jax.random.fold_in(rng, 3))
-        report['sampling'] = {'method': config.sampling.method, 'nfe': nfe,
-                              'num_samples': int(len(arrays['samples'])),
-                              **_sample_metrics(config, arrays, reference,
-                                                jax.random.fold_in(rng, 4))}
-      report['seconds'] = time.time() - t0
-      if parallel.is_main_process():
-        reporting.write_json(report_path, report)
-      reports[step] = report
-      done_now += 1
-      eta = (time.time() - t_start) / done_now * (len(todo) - done_now)
-      reporting.say(f'step {step}: {_summary_line(report)}  ({report["seconds"]:.1f}s; '
-                    f'ETA {reporting.format_eta(eta)})')
+    with progress.Progress(len(todo), 'evaluation', unit='checkpoint') as bar:
+      for step in steps:
+        if step in todo:
+          measure(step, todo[step])
+          bar.update()
+        report = {'step': step, 'dataset': config.data.dataset}
+        report.update({name: stored(step, name) for name in wanted})
+        report_path = os.path.join(out, f'report_{step}.json')
+        if parallel.is_main_process() and _as_json(reporting.read_json(report_path)) != _as_json(
+            report):   # unchanged reports keep their files
+          reporting.write_json(report_path, report)
+        reports[step] = report
+        if step in todo:
+          bar.write(f'step {step}: {_summary_line(report)}')
   finally:
     ckpt.close()
   if parallel.is_main_process():
     paths = write_summary(reports, out)
     reporting.say('Wrote ' + ', '.join(paths))
   return reports
+
+
+def _other_settings(out: str, step: int, name: str, settings: dict) -> list:
+  """How the settings of another stored ``name`` result of ``step`` differ from ``settings``
+  ((key, there, here); [] if there is none)."""
+  directory = os.path.join(out, f'ckpt_{step}')
+  if not os.path.isdir(directory):
+    return []
+  for file in sorted(os.listdir(directory)):
+    if file.startswith(f'{name}_') and file.endswith('.json'):
+      found = reporting.read_json(os.path.join(directory, file)) or {}
+      diffs = identity.config_differences(found.get('settings', {}), settings, may_differ=())
+      if diffs:
+        return diffs
+  return []
+
+
+def _as_json(obj) -> str:
+  return json.dumps(obj, sort_keys=True, default=str)
 
 
 def _flatten(report: dict) -> dict[str, Any]:
@@ -304,9 +352,6 @@ def _flatten(report: dict) -> dict[str, Any]:
   if 'likelihood' in report:
     name = report['likelihood']['metric']
     row[name], row[name + '_se'] = report['likelihood']['mean'], report['likelihood']['std_err']
-  for bucket, v in report.get('loss_by_sigma', {}).items():
-    if v['model'] is not None:
-      row[f'loss_sigma_{bucket}'] = v['model']
   if 'sampling' in report:
     row['nfe'] = report['sampling']['nfe']
     for k, v in report['sampling'].items():

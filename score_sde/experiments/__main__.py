@@ -1,4 +1,4 @@
-"""``python -m score_sde.experiments --spec=configs/experiments/<spec>.py --workdir=<dir>``
+"""``score-sde-experiments`` or ``python -m score_sde.experiments --spec=configs/experiments/<spec>.py --workdir=<dir>``
 (``--report_only``: tabulate and plot the cells finished so far)."""
 from absl import flags
 from ml_collections import config_flags
@@ -16,7 +16,8 @@ def main(argv):
                                                                flags.FLAGS.workdir)
 
 
-if __name__ == '__main__':
+def run():
+  """The ``score-sde-experiments`` command (its flags are defined here, not at import)."""
   config_flags.DEFINE_config_file('spec', None, 'Experiment spec file (configs/experiments/).',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for models, cells, tables and plots.')
@@ -25,3 +26,7 @@ if __name__ == '__main__':
                     'NFE); nothing is trained or written.')
   flags.mark_flags_as_required(['spec', 'workdir'])
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

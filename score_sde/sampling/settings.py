@@ -7,9 +7,11 @@ different, much worse sampler. The rule:
 
   * the config's own method runs with the config's settings, then the explicit ones;
   * another method runs with its own defaults (``METHODS[method].defaults``) for the settings
-    only some methods read, then the explicit ones (``--config.sampling.*`` on the command line, keyword arguments of
-    ``Run.sample``); the settings every method reads (``eps``, the batch size, guidance) keep
-    the config's values.
+    the config's method also reads (those were chosen for it), then the explicit ones
+    (``--config.sampling.*`` on the command line, keyword arguments of ``Run.sample``);
+    settings the config's method does not read were set for another method and are kept
+    (``default_toy``: ``method='ode'`` with ``num_steps=500`` for ``pc``), as are ``eps``, the
+    batch size and guidance.
 
 ``for_method`` applies it and says which config values it left out, so the entry points can
 print one line about them.
@@ -40,8 +42,9 @@ def for_method(config, method: str | None = None, explicit: Mapping[str, Any] | 
   with s.unlocked():
     s.method = method
     if method != configured:
+      chosen_for_configured = set(sampling.get_method(configured).keys)
       for key, default in defaults.items():
-        if key not in explicit and s[key] != default:
+        if key in chosen_for_configured and key not in explicit and s[key] != default:
           left_out[key] = s[key]
           s[key] = default
     for key, value in explicit.items():
