@@ -1,6 +1,6 @@
 """Shared test helpers: the tiny toy training config (as a ConfigDict and as command-line flags),
 loading train.py / sample.py in-process, and tree comparisons."""
-import importlib.util
+import importlib
 import os
 import sys
 
@@ -78,15 +78,13 @@ def reset_flags() -> None:
 
 
 def entry_point(script: str):
-  """Loads train.py / sample.py afresh as a module: the flags of the previously loaded one are
-  removed first, since both define --config and --workdir on absl's global FLAGS."""
+  """The program behind ``train.py`` / ``sample.py`` (``score_sde.apps.train`` / ``.sample``),
+  loaded afresh: the flags of the previously loaded one are removed first, since both define
+  --config and --workdir on absl's global FLAGS."""
   reset_flags()
   for module in [m for m in sys.modules if m.startswith('score_sde.apps.')]:
     del sys.modules[module]     # the programs define their flags on import
-  spec = importlib.util.spec_from_file_location(f'_entry_{script}', os.path.join(ROOT, script))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module(f'score_sde.apps.{os.path.splitext(script)[0]}')
 
 
 def run_entry_point(script: str, *args) -> int:
