@@ -260,18 +260,26 @@ def image_rows(rows: Sequence[np.ndarray], path: str, padding: int = 2,
   return path
 
 
+def _enlarged(images: np.ndarray, min_size: int = 48) -> np.ndarray:
+  """Small images (N, H, W, C) repeated pixel by pixel to at least ``min_size`` high."""
+  k = max(1, -(-min_size // images.shape[1]))
+  return np.repeat(np.repeat(images, k, axis=1), k, axis=2)
+
+
 def class_grid(images: np.ndarray, labels: np.ndarray, path: str, per_class: int = 10) -> str:
   """One row per class (in label order), up to ``per_class`` of its images (N, H, W, C) in
-  [0, 1]."""
+  [0, 1]; small images are enlarged."""
   labels = np.asarray(labels)
-  return image_rows([images[labels == y][:per_class] for y in np.unique(labels)], path)
+  return image_rows([_enlarged(images[labels == y][:per_class]) for y in np.unique(labels)],
+                    path)
 
 
 def completion_rows(observed: np.ndarray, completed: np.ndarray, path: str,
                     mask: np.ndarray | None = None, max_rows: int = COMPLETION_ROWS) -> str:
   """One row per example: the input with the pixels to fill in greyed out | the completion |
   the original (inpainting, with ``mask``: 1 = observed); the grey input | the completion
-  (colorization, no mask). Images (N, H, W, C) in [0, 1]; the first ``max_rows`` examples."""
+  (colorization, no mask). Images (N, H, W, C) in [0, 1]; the first ``max_rows`` examples;
+  small images are enlarged and the columns titled."""
   n = min(len(completed), max_rows)
   observed = np.broadcast_to(observed[:n], completed[:n].shape)
   if mask is None:
@@ -279,5 +287,5 @@ def completion_rows(observed: np.ndarray, completed: np.ndarray, path: str,
   else:
     shown = observed * mask[:n] + 0.5 * (1.0 - mask[:n])
     rows = [np.stack([shown[k], completed[k], observed[k]]) for k in range(n)]
-    titles = ['masked', 'completed', 'original']
-  return image_rows(rows, path, column_titles=titles if completed.shape[2] >= 24 else None)
+    titles = ['masked', 'filled', 'original']
+  return image_rows([_enlarged(r) for r in rows], path, column_titles=titles)

@@ -281,7 +281,8 @@ def run(job: Job, mesh, workdir: str | None = None) -> train_state.TrainState:
         eta = reporting.format_eta((sc.n_iters - step) / max(rate, 1e-9))
         bar.set_postfix(loss=f'{values["loss"]:.4f}', refresh=False)
         shown = '  '.join(f'{k} {v:.5f}' for k, v in values.items() if k != 'grad_norm')
-        reporting.say(f'{job.name} step {step}/{sc.n_iters}  {shown}  {rate:.1f} steps/s  '
+        prefix = '' if job.name == 'train' else f'{job.name} '
+        reporting.say(f'{prefix}step {step}/{sc.n_iters}  {shown}  {rate:.1f} steps/s  '
                       f'ETA {eta}', bar)
         last_line = time.time()
         if writer is not None and logged:

@@ -54,7 +54,7 @@ def test_runs_resumes_after_a_failure_without_redoing_cells(tmp_path):
   first = {p: os.stat(cell_dir / p).st_mtime_ns for p in os.listdir(cell_dir)
            if p.endswith('.json')}
   assert len(first) == 2
-  marker = tmp_path / 'models' / 'dataset=gaussian_mixture,sde=vpsde' / 'experiment_train.json'
+  marker = tmp_path / 'models' / 'dataset-gaussian_mixture+sde-vpsde' / 'experiment_train.json'
   trained_at = os.stat(marker).st_mtime_ns
 
   resumed = []

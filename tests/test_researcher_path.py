@@ -143,8 +143,9 @@ def test_evaluation_computes_what_a_newly_enabled_metric_needs(run_dir, capsys):
 
 def test_progress_lines_when_not_on_a_terminal(run_dir, capsys):
   with open(os.path.join(run_dir, 'train_output.txt')) as f:
-    lines = [line for line in f.read().splitlines() if line.startswith('train step')]
-  assert len(lines) >= 2 and all('ETA' in line and 'loss' in line for line in lines)
+    lines = [line for line in f.read().splitlines() if line.startswith('step ')]
+  # log_freq is 1000: every line here is a timed one (SCORE_SDE_PROGRESS_SECONDS=0)
+  assert len(lines) >= 10 and all('ETA' in line and 'loss' in line for line in lines)
   with progress.Progress(4, 'rounds', unit='round', interval=0) as bar:
     for _ in range(4):
       bar.update()
@@ -174,3 +175,24 @@ def test_stored_config_json_round_trips_with_typed_overrides(run_dir):
   assert argv[1].endswith(f'stored_config.py:{os.path.abspath(run_dir)}/config.json')
   assert stored_config.command_line(['x', '--config=configs/vp/toy_spiral.py']) == [
       'x', '--config=configs/vp/toy_spiral.py']
+
+
+def test_builtin_masks_and_pictures_one_row_per_example_or_class(tmp_path):
+  from PIL import Image
+
+  from score_sde import plotting
+  from score_sde.errors import ConfigError
+  from score_sde.sampling import masks
+  half = masks.builtin_mask('half', 2, 8, 8)
+  assert half.shape == (2, 8, 8, 1) and half[:, :, :4].all() and not half[:, :, 4:].any()
+  random = masks.builtin_mask('random:0.25', 50, 8, 8, seed=1)
+  assert abs(1 - random.mean() - 0.25) < 0.03
+  for bad in ('random:2', 'ring', 'box:3'):
+    with pytest.raises(ConfigError):
+      masks.builtin_mask(bad, 1, 8, 8)
+  images = np.random.default_rng(0).random((5, 8, 8, 1))
+  rows = Image.open(plotting.completion_rows(images, images, str(tmp_path / 'r.png'), mask=half[:1]))
+  grid = Image.open(plotting.class_grid(images, np.array([0, 1, 2, 1, 0]), str(tmp_path / 'c.png')))
+  tile = 48 + 2                                           # 8 px enlarged to 48, 2 px padding
+  assert rows.size[0] == 3 * tile + 2 and rows.size[1] >= 5 * tile   # masked | filled | original
+  assert grid.size == (2 * tile + 2, 3 * tile + 2)        # one row per class, 2 images at most

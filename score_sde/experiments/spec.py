@@ -117,7 +117,10 @@ def model_key(variant: Variant, spec) -> dict:
 
 
 def _safe(name: str) -> str:
-  return ''.join(c if c.isalnum() or c in '-_.=,[]+' else '_' for c in name)
+  """A file name: 'sde=vpsde,data=spiral' -> 'sde-vpsde+data-spiral' (no '=' or ',', which
+  shells and some tools treat specially)."""
+  name = name.replace('=', '-').replace(',', '+')
+  return ''.join(c if c.isalnum() or c in '-_.[]+' else '_' for c in name)
 
 
 def load_config_file(path: str, what: str = 'Spec'):

@@ -98,6 +98,11 @@ class Method:
   nfe_saved: int = 0
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+  def __post_init__(self):
+    if not set(self.defaults) <= set(self.keys):
+      raise ConfigError(f'Method defaults {sorted(set(self.defaults) - set(self.keys))} are not '
+                        f'among the keys it reads, {list(self.keys)}.')
+
   def steps_for_nfe(self, cfg, nfe: int) -> int | None:
     """The ``num_steps`` that spends at most ``nfe`` evaluations (None: adaptive)."""
     if self.nfe_per_step is None:
