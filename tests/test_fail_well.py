@@ -44,7 +44,6 @@ def run_cli(capsys, script, *args):
   return code, out, err
 
 
-
 def _scalars(logdir, tag):
   """{step: value} of one TensorBoard scalar (TFRecord framing, Event protos)."""
   from tensorboardX.proto import event_pb2

@@ -129,6 +129,7 @@ def test_evaluation_computes_what_a_newly_enabled_metric_needs(run_dir, capsys):
   config = tiny_config()
   config.eval.enable_loss, config.eval.enable_bpd, config.eval.begin_ckpt = True, False, 0
   evaluation.evaluate(config, run_dir, eval_folder='eval_a')
+  capsys.readouterr()
   out = os.path.join(run_dir, 'eval_a')
   [loss_file] = [n for n in os.listdir(os.path.join(out, 'ckpt_20')) if n.startswith('loss_')]
   kept = os.stat(os.path.join(out, 'ckpt_20', loss_file)).st_mtime_ns
@@ -136,9 +137,9 @@ def test_evaluation_computes_what_a_newly_enabled_metric_needs(run_dir, capsys):
   reports = evaluation.evaluate(config, run_dir, eval_folder='eval_a')
   assert 'likelihood' in reports[20] and np.isfinite(reports[20]['likelihood']['mean'])
   assert os.stat(os.path.join(out, 'ckpt_20', loss_file)).st_mtime_ns == kept   # not redone
-  assert '0 complete for these settings' in capsys.readouterr().out
+  assert 'for loss, likelihood (0 done before)' in capsys.readouterr().out
   assert evaluation.evaluate(config, run_dir, eval_folder='eval_a')[20] == reports[20]
-  assert '1 complete for these settings' in capsys.readouterr().out
+  assert '(1 done before)' in capsys.readouterr().out
 
 
 def test_progress_lines_when_not_on_a_terminal(run_dir, capsys):
