@@ -206,7 +206,7 @@ def stored_run_config(workdir: str, step: int | None = None):
     finally:
       ckpt.close()
     if stored is not None:
-      return stored_config.config_from_dict(stored)
+      return stored_config.with_schema_defaults(stored_config.config_from_dict(stored))
   return stored_config.load_json(workdir)
 
 

@@ -46,6 +46,30 @@ def config_from_dict(tree: dict) -> ml_collections.ConfigDict:
   return config
 
 
+def _schema():
+  """``configs/base.py``'s schema when the repository's configs are at hand (a checkout, an
+  editable install), else None."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                      'base.py')
+  if not os.path.exists(path):
+    return None
+  spec = importlib.util.spec_from_file_location('_score_sde_config_schema', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_base_config()
+
+
+def _add_missing(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
+  """Keys the schema has gained since the run stored its config get the schema's defaults."""
+  for key in schema.keys():
+    if key not in config:
+      config[key] = schema._fields[key]   # keeps a typed placeholder typed
+    elif isinstance(schema[key], ml_collections.ConfigDict) and isinstance(
+        config[key], ml_collections.ConfigDict):
+      _add_missing(config[key], schema[key])
+
+
 def load_json(path: str) -> ml_collections.ConfigDict:
   """The config stored at ``path`` (a ``config.json`` or a run's workdir holding one)."""
   if os.path.isdir(path):
@@ -60,7 +84,15 @@ def load_json(path: str) -> ml_collections.ConfigDict:
     raise ConfigError(f'Cannot read the stored config {path}: {e}') from None
   if not isinstance(tree, dict):
     raise ConfigError(f'{path} is not a stored config (a JSON object of config sections).')
-  return config_from_dict(tree)
+  return with_schema_defaults(config_from_dict(tree))
+
+
+def with_schema_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` with the keys added to the schema after it was stored (their defaults)."""
+  schema = _schema()
+  if schema is not None:
+    _add_missing(config, schema)
+  return config
 
 
 def get_config(path: str) -> ml_collections.ConfigDict:
