@@ -39,7 +39,7 @@ import numpy as np
 
 from score_sde import checkpointing, datasets, generation, losses, models, parallel, reporting
 from score_sde import progress, sde_lib, train_state
-from score_sde.checkpointing import identity
+from score_sde.checkpointing import identity, posthoc
 from score_sde.errors import ConfigError
 from score_sde.evaluation import bpd, toy_metrics
 
@@ -47,7 +47,12 @@ from score_sde.evaluation import bpd, toy_metrics
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def eval_dir(workdir: str, eval_folder: str = 'eval') -> str:
+def eval_dir(workdir: str, eval_folder: str = 'eval', ema_sigma_rel: float | None = None) -> str:
+  """Where the results go: ``<workdir>/<eval_folder>`` (or an absolute ``eval_folder``); for
+  the post-hoc EMA of length sigma_rel (``sampling.ema_sigma_rel``), other parameters,
+  ``<eval_folder>_ema_sigma_rel_<sigma_rel>``."""
+  if ema_sigma_rel is not None:
+    eval_folder = f'{eval_folder}_ema_sigma_rel_{float(ema_sigma_rel):g}'
   return os.path.join(workdir, eval_folder)
 
 
@@ -256,7 +261,7 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
     sampling_config.sampling.batch_size = ev.batch_size
     sample_fn = generation.get_sample_fn(sampling_config, sde, model, mesh.devices.flat)
 
-  out = eval_dir(workdir, eval_folder)
+  out = eval_dir(workdir, eval_folder, config.sampling.get('ema_sigma_rel'))
   wanted = measurements(config)
 
   def result_path(step, name):
@@ -272,6 +277,7 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
 
   def measure(step, names):
     state, _ = ckpt.restore(template, step, config=config)
+    state = state.replace(ema_params=posthoc.chosen_ema_params(config, workdir, state))
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
     for name in names:
       if name == 'loss':
