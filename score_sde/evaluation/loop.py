@@ -11,6 +11,8 @@ i * ``training.snapshot_freq``), with the EMA parameters, on every device (``par
             (FID and KID on pool_3 against the reference statistics of ``reference_stats``, IS
             on the logits); 2-D data: ``eval.toy_metrics`` (``toy_metrics.METRICS``) against
             fresh data draws
+  loss by sigma  ``eval.loss_by_sigma``: the loss per noise level next to the empirical optimum
+            and the linear denoiser (``loss_by_sigma``), plotted to ``loss_by_sigma_<step>.png``
 Results are keyed by what produced them: each measurement of a checkpoint is stored with the
 settings it used, as ``<eval_folder>/ckpt_<step>/<loss|likelihood|sampling>_<key>.json`` (key: a
 hash of those settings: the ``eval.*`` keys it reads, the sampler's settings, the metrics), and
@@ -41,7 +43,7 @@ from score_sde import checkpointing, datasets, generation, losses, models, paral
 from score_sde import progress, sde_lib, train_state
 from score_sde.checkpointing import identity, posthoc
 from score_sde.errors import ConfigError
-from score_sde.evaluation import bpd, toy_metrics
+from score_sde.evaluation import bpd, loss_by_sigma, toy_metrics
 
 # images (N, H, W, C) uint8 -> {'pool_3': (N, d), 'logits_unbiased': (N, k)} numpy arrays.
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -85,6 +87,9 @@ def measurements(config) -> dict[str, dict]:
     found['loss'] = {**of_eval('loss_num_examples', 'batch_size'), 'seed': config.seed}
   if ev.enable_bpd:
     found['likelihood'] = {**of_eval(*_LIKELIHOOD_KEYS), 'seed': config.seed}
+  if ev.get('loss_by_sigma'):
+    found['loss_by_sigma'] = {**of_eval('loss_by_sigma_examples', 'loss_by_sigma_reference',
+                                        'batch_size'), 'seed': config.seed}
   if ev.enable_sampling:
     if bpd.is_image_data(config):
       metrics = {**of_eval('inception_weights', 'stats_path'),
@@ -113,9 +118,9 @@ def _inception_needed(config) -> bool:
 
 def _check_config(config) -> None:
   ev = config.eval
-  if not (ev.enable_loss or ev.enable_bpd or ev.enable_sampling):
-    raise ConfigError('Nothing to evaluate: set eval.enable_loss, eval.enable_bpd or '
-                      'eval.enable_sampling.')
+  if not (ev.enable_loss or ev.enable_bpd or ev.enable_sampling or ev.get('loss_by_sigma')):
+    raise ConfigError('Nothing to evaluate: set eval.enable_loss, eval.enable_bpd, '
+                      'eval.enable_sampling or eval.loss_by_sigma.')
   if ev.enable_sampling and not bpd.is_image_data(config):
     toy_metrics.check_metric_names(ev.toy_metrics)
   if ev.enable_sampling and ev.num_samples < 2:
@@ -261,6 +266,8 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
     sampling_config.sampling.batch_size = ev.batch_size
     sample_fn = generation.get_sample_fn(sampling_config, sde, model, mesh.devices.flat)
 
+  evaluate_sigma = (loss_by_sigma.for_config(config, sde, model) if ev.get('loss_by_sigma')
+                    else None)
   out = eval_dir(workdir, eval_folder, config.sampling.get('ema_sigma_rel'))
   wanted = measurements(config)
 
@@ -283,6 +290,12 @@ def evaluate(config, workdir: str, devices: Sequence | None = None,
       if name == 'loss':
         result = _loss(config, p_eval_step, parallel.replicate_global(state, mesh), mesh,
                        jax.random.fold_in(rng, 1))
+      elif name == 'loss_by_sigma':
+        found = evaluate_sigma(state.ema_params, jax.random.fold_in(rng, 5))
+        result = loss_by_sigma.to_report(found)
+        if parallel.is_main_process():
+          loss_by_sigma.plot({f'step {step}': found},
+                             os.path.join(out, f'loss_by_sigma_{step}.png'))
       elif name == 'likelihood':
         result = {'metric': 'bpd' if image else 'nll_nats', **bpd.evaluate_checkpoint(
             config, p_bpd_step, parallel.replicate_global(state.ema_params, mesh), mesh,
@@ -358,6 +371,9 @@ def _flatten(report: dict) -> dict[str, Any]:
   if 'likelihood' in report:
     name = report['likelihood']['metric']
     row[name], row[name + '_se'] = report['likelihood']['mean'], report['likelihood']['std_err']
+  for bucket, v in (report.get('loss_by_sigma') or {}).items():
+    if v['model'] is not None:
+      row[f'loss_sigma_{bucket}'] = v['model']
   if 'sampling' in report:
     row['nfe'] = report['sampling']['nfe']
     for k, v in report['sampling'].items():
