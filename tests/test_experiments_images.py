@@ -80,7 +80,7 @@ def test_digits_measure_and_bpd_end_to_end(digits_run, classifier_path):
   reference = digits_classifier.split_images('train')[0]
   values = []
   for seed in (0, 1):
-    samples = np.load(workdir / 'cells' / f'family=vp__dpm__nfe2__seed{seed}.npy')
+    samples = np.load(workdir / 'cells' / f'family-vp__dpm__nfe2__seed{seed}.npy')
     assert samples.shape == (12, 8, 8, 1) and samples.dtype == np.uint8
     values.append(digits_classifier.quality(
         clf, digits_classifier.to_classifier_input(samples), reference)['frechet'])
@@ -94,7 +94,7 @@ def test_digits_measure_and_bpd_end_to_end(digits_run, classifier_path):
 
 
 def trained_model(digits_run) -> dict:
-  return {'workdir': str(digits_run[0] / 'models' / 'family=vp')}
+  return {'workdir': str(digits_run[0] / 'models' / 'family-vp')}
 
 
 def stand_in_features(images):
