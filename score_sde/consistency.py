@@ -1,0 +1,178 @@
+"""Consistency models (Song et al. 2023; iCT, Song & Dhariwal 2023) on any SDE of ``sde_lib``.
+
+In the scaled parameterisation (y = x / m, sigma = s / m; ``sampling.schedules``) every family's
+probability flow is the VE flow of y = x(0) + sigma z, and the consistency function maps any
+point of a trajectory to its end: f(y, sigma) = y(sigma_min). Any score model gives one through
+its denoiser D = (x + s^2 score) / m, with the boundary condition f(y, sigma_min) = y built in:
+
+    f_theta(x, t) = c_skip(sigma) y + (1 - c_skip(sigma)) D_theta(x, t),
+    c_skip(sigma) = sigma_d^2 / ((sigma - sigma_min)^2 + sigma_d^2).
+
+Training pairs adjacent levels sigma_n < sigma_{n+1} of the Karras grid (rho = 7) between
+sigma(eps) and sigma(T): from x_{n+1} = m_{n+1} x(0) + s_{n+1} z,
+
+    distillation (CD):  y_n = one Heun step of the teacher's flow from sigma_{n+1} to sigma_n,
+    training (CT):      y_n = x(0) + sigma_n z (the same z: the flow's one-sample estimate),
+
+and the loss is lambda_n d(f_theta(y_{n+1}, sigma_{n+1}), sg f_theta(y_n, sigma_n)) with iCT's
+choices: the target network is the student itself under stop-gradient (no EMA), lambda_n =
+1 / (sigma_{n+1} - sigma_n), the pseudo-Huber metric d(a, b) = sqrt(||a - b||^2 + c^2) - c with
+c = 0.00054 sqrt(dim), and n drawn with probability proportional to the log-normal mass
+(P_mean = -1.1, P_std = 2) between ln sigma_n and ln sigma_{n+1}. CT's number of levels doubles
+over training (iCT's curriculum N(k) = min(s0 2^floor(k / K'), s1) + 1, s0 = 10, s1 = 1280).
+
+Sampling (``multistep_sample``): x = f(prior); then for each further level sigma_k, re-noise
+y = x + sqrt(sigma_k^2 - sigma_min^2) z and x = f(y, sigma_k): one evaluation per level.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde import sde_lib
+from score_sde.sampling import schedules
+
+SIGMA_DATA = 0.5
+P_MEAN, P_STD = -1.1, 2.0
+CT_LEVELS = (10, 1280)
+
+
+def _scale(sde, t):
+  mean, std = sde.marginal_prob(jnp.ones((t.shape[0], 1)), t)
+  return mean[:, 0], std
+
+
+def consistency_fn(score_fn, sde, x, t, sigma_min, sigma_data: float = SIGMA_DATA):
+  """f(x, t) (B, ...) -> (B, ...): the consistency-model estimate of x(0) (module docstring)."""
+  m, s = _scale(sde, t)
+  sigma = s / m
+  y = sde_lib.batch_mul(1.0 / m, x)
+  denoised = sde_lib.batch_mul(1.0 / m, x + sde_lib.batch_mul(s**2, score_fn(x, t)))
+  c_skip = sigma_data**2 / ((sigma - sigma_min)**2 + sigma_data**2)
+  return sde_lib.batch_mul(c_skip, y) + sde_lib.batch_mul(1.0 - c_skip, denoised)
+
+
+def pseudo_huber(a, b):
+  """sqrt(||a - b||^2 + c^2) - c per example, c = 0.00054 sqrt(dim): (B, ...) -> (B,)."""
+  diff = (a - b).reshape(a.shape[0], -1)
+  c = 0.00054 * math.sqrt(diff.shape[1])
+  return jnp.sqrt(jnp.sum(diff**2, axis=-1) + c**2) - c
+
+
+def level_times(sde, num_levels: int, eps: float) -> np.ndarray:
+  """Increasing times (num_levels,) of the Karras (rho = 7) sigma grid from sigma(eps) to sigma(T)."""
+  return schedules.get_time_grid('edm', sde, num_levels, eps)[::-1].copy()
+
+
+def level_log_probs(sde, times) -> np.ndarray:
+  """log p(n), n = 0..len(times) - 2: iCT's log-normal mass between adjacent levels."""
+  log_sigma = np.log(schedules.scaled_sigma(sde, times))
+  cdf = np.array([0.5 * (1 + math.erf((v - P_MEAN) / (math.sqrt(2) * P_STD))) for v in log_sigma])
+  return np.log(np.maximum(np.diff(cdf), 1e-30))
+
+
+def ct_num_levels(step, total_steps: int, s0: int = CT_LEVELS[0], s1: int = CT_LEVELS[1]):
+  """iCT's curriculum: N(k) + 1 grid points at training step k (int; k may be traced)."""
+  stage = max(1, total_steps // (int(math.log2(s1 / s0)) + 1))
+  return jnp.minimum(s0 * 2**(step // stage), s1) + 1
+
+
+def _heun_step(teacher_score_fn, sde, x, t_from, t_to):
+  """One Heun step of the probability flow in scaled form, x at t_from -> x at t_to."""
+  m0, s0 = _scale(sde, t_from)
+  m1, s1 = _scale(sde, t_to)
+  sig0, sig1 = s0 / m0, s1 / m1
+
+  def slope(y, t, m, s):
+    d = sde_lib.batch_mul(1.0 / m, sde_lib.batch_mul(m, y) + sde_lib.batch_mul(
+        s**2, teacher_score_fn(sde_lib.batch_mul(m, y), t)))
+    return sde_lib.batch_mul(1.0 / (s / m), y - d)
+  y0 = sde_lib.batch_mul(1.0 / m0, x)
+  k0 = slope(y0, t_from, m0, s0)
+  y1 = y0 + sde_lib.batch_mul(sig1 - sig0, k0)
+  k1 = slope(y1, t_to, m1, s1)
+  return sde_lib.batch_mul(m1, y0 + sde_lib.batch_mul(0.5 * (sig1 - sig0), k0 + k1))
+
+
+def consistency_losses(rng, score_fn, x, sde, *, num_levels, eps: float, teacher_score_fn=None,
+                       index_offset=0, sigma_data: float = SIGMA_DATA):
+  """Per-example CD (with ``teacher_score_fn``) or CT losses, (B, ...) -> (B,).
+
+  ``num_levels``: grid points (an int, or for CT a traced int from ``ct_num_levels``; levels
+  are then computed on device by the same Karras formula). Randomness per global example index.
+  """
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(x.shape[0]))
+  z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x.shape[1:]))(keys)
+  t_lo, t_hi = _adjacent_levels(sde, keys, num_levels, eps)
+  sigma_min = float(schedules.scaled_sigma(sde, np.array([eps]))[0])
+  m_hi, s_hi = _scale(sde, t_hi)
+  x_hi = sde_lib.batch_mul(m_hi, x) + sde_lib.batch_mul(s_hi, z)
+  if teacher_score_fn is not None:
+    x_lo = _heun_step(teacher_score_fn, sde, x_hi, t_hi, t_lo)
+  else:
+    m_lo, s_lo = _scale(sde, t_lo)
+    x_lo = sde_lib.batch_mul(m_lo, x) + sde_lib.batch_mul(s_lo, z)
+  student = consistency_fn(score_fn, sde, x_hi, t_hi, sigma_min, sigma_data)
+  target = jax.lax.stop_gradient(consistency_fn(score_fn, sde, x_lo, t_lo, sigma_min, sigma_data))
+  sig_lo, sig_hi = (s / m for m, s in (_scale(sde, t_lo), (m_hi, s_hi)))
+  return pseudo_huber(student, target) / (sig_hi - sig_lo)
+
+
+def _adjacent_levels(sde, keys, num_levels, eps):
+  """(t_n, t_{n+1}) per example, n drawn by iCT's log-normal level weights."""
+  if isinstance(num_levels, int):
+    times = level_times(sde, num_levels, eps)
+    logits = jnp.asarray(level_log_probs(sde, times), jnp.float32)
+    n = jax.vmap(lambda k: jax.random.categorical(k, logits))(keys)
+    times = jnp.asarray(times, jnp.float32)
+    return times[n], times[n + 1]
+  return _adjacent_levels_traced(sde, keys, num_levels, eps)
+
+
+def _adjacent_levels_traced(sde, keys, num_levels, eps):
+  """As ``_adjacent_levels`` for a traced number of levels (CT's curriculum): the Karras grid
+  and the level weights on device, over the largest grid, masked to the first num_levels."""
+  s_min, s_max = schedules.scaled_sigma(sde, np.array([eps, sde.T]))
+  rho, most = 7.0, CT_LEVELS[1] + 1
+  i = jnp.arange(most)
+  ramp = jnp.minimum(i / (num_levels - 1), 1.0)
+  sigmas = (s_min**(1 / rho) + ramp * (s_max**(1 / rho) - s_min**(1 / rho)))**rho
+  cdf = jax.scipy.stats.norm.cdf((jnp.log(sigmas) - P_MEAN) / P_STD)
+  mass = jnp.where(i[:-1] < num_levels - 1, jnp.diff(cdf), 0.0)
+  logits = jnp.log(jnp.maximum(mass, 1e-30))
+  n = jax.vmap(lambda k: jax.random.categorical(k, logits))(keys)
+  times = _times_of_sigmas(sde, sigmas, eps)
+  return times[n], times[n + 1]
+
+
+def _times_of_sigmas(sde, sigmas, eps, iters: int = 40):
+  lo, hi = jnp.full_like(sigmas, 0.0), jnp.full_like(sigmas, sde.T)
+
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    m, s = _scale(sde, mid)
+    below = s / m < sigmas
+    return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+  lo, hi = jax.lax.fori_loop(0, iters, bisect, (lo, hi))
+  return jnp.clip(0.5 * (lo + hi), eps, sde.T)
+
+
+def multistep_sample(rng, score_fn, sde, shape, times, eps: float,
+                     sigma_data: float = SIGMA_DATA):
+  """Consistency sampling at decreasing ``times`` (K,), times[0] = T: K evaluations, (B, ...)."""
+  sigma_min = float(schedules.scaled_sigma(sde, np.array([eps]))[0])
+  m, s = schedules.marginal_coeffs(sde, np.asarray(times))
+  sigmas = s / m
+  prior_key, loop_key = jax.random.split(rng)
+  x = sde.prior_sampling(prior_key, shape)
+  x0 = consistency_fn(score_fn, sde, x, jnp.full((shape[0],), times[0]), sigma_min, sigma_data)
+  for k in range(1, len(times)):
+    z = jax.random.normal(jax.random.fold_in(loop_key, k), shape)
+    y = x0 + math.sqrt(max(sigmas[k]**2 - sigma_min**2, 0.0)) * z
+    x0 = consistency_fn(score_fn, sde, m[k] * y, jnp.full((shape[0],), times[k]), sigma_min,
+                        sigma_data)
+  return x0
