@@ -176,3 +176,24 @@ def multistep_sample(rng, score_fn, sde, shape, times, eps: float,
     x0 = consistency_fn(score_fn, sde, m[k] * y, jnp.full((shape[0],), times[k]), sigma_min,
                         sigma_data)
   return x0
+
+
+# ---------------------------------------------------------------------------------------------
+# MeanFlow (Geng et al. 2025): a network u(x, r, t) of the average velocity over [r, t].
+# ---------------------------------------------------------------------------------------------
+
+def meanflow_target(u_fn, x, r, t, v):
+  """The MeanFlow identity's regression target, (B, ...):
+
+      u_tgt = v - (t - r) d/dt u(x(t), r, t),    d/dt u = v . grad_x u + du/dt,
+
+  the total derivative along the flow dx/dt = v taken by one ``jax.jvp`` with tangents (v, 0, 1).
+  u_fn(x (B, ...), r (B,), t (B,)) -> (B, ...); r, t (B,); v (B, ...) the velocity at (x, t)."""
+  u, du_dt = jax.jvp(u_fn, (x, r, t), (v, jnp.zeros_like(r), jnp.ones_like(t)))
+  return u, v - sde_lib.batch_mul(t - r, du_dt)
+
+
+def meanflow_losses(u, target, power: float = 1.0, c: float = 1e-3):
+  """MeanFlow's adaptively weighted loss ||u - sg(u_tgt)||^2 / sg(||.||^2 + c)^power: (B,)."""
+  err = jnp.sum((u - jax.lax.stop_gradient(target)).reshape(u.shape[0], -1)**2, axis=-1)
+  return err / jax.lax.stop_gradient(err + c)**power
