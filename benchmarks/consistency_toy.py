@@ -27,7 +27,7 @@ from configs import default_toy
 from score_sde import consistency, models, sde_lib
 from score_sde.datasets import toy
 from score_sde.models import utils as mutils
-from score_sde.sampling.mixture_fit import mixture_fit
+from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()
 SDES = {'ve': ('vesde', sde_lib.VESDE(sigma_min=0.01, sigma_max=3.0), 3.0),
