@@ -272,7 +272,10 @@ def wait_if_process_lost(error: BaseException) -> None:
   text = str(error).lower()
   if beat is None or not any(s in text for s in _PEER_FAILURES):
     return
-  beat.lost.wait(1.5 * beat.timeout + 5)
+  if beat.lost.wait(1.5 * beat.timeout + 5):
+    # lost is set just before the heartbeat thread prints its line and ends the process with
+    # os._exit: printing this exception now would interleave a traceback with that line.
+    time.sleep(60)
 
 
 def is_main_process() -> bool:
