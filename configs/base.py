@@ -202,4 +202,7 @@ def get_base_config():
   optim.weight_decay = 0.0
   optim.warmup = 5000
   optim.grad_clip = 1.0
+  optim.decay = 'none'                   # after warm-up: 'none' (the paper: constant lr) or
+                                         # 'cosine' to lr_final_fraction * lr at training.n_iters
+  optim.lr_final_fraction = 0.0
   return config

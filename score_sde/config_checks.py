@@ -64,6 +64,7 @@ def _choices() -> dict[str, list]:
       'model.embedding_type': ['fourier', 'positional'],
       'model.beta_schedule': ['linear', 'cosine'],
       'optim.optimizer': sorted(train_state.OPTIMIZERS),
+      'optim.decay': list(train_state.DECAYS),
       'sampling.method': sorted(sampling.METHODS),
       'sampling.predictor': sorted(predictors.PREDICTORS),
       'sampling.corrector': sorted(correctors.CORRECTORS),
@@ -206,7 +207,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   datasets.latents.check_config(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))
   _built('model', lambda: models.get_model(config))
-  _built('optimizer', lambda: train_state.get_optimizer(config.optim))
+  _built('optimizer', lambda: train_state.get_optimizer(config.optim, config.training.n_iters))
   if mode == 'train':
     _check_batch(config, 'training.batch_size', n)
     _check_batch(config, 'eval.batch_size', n)

@@ -37,12 +37,34 @@ def _adam(optim, schedule):
 OPTIMIZERS = {'Adam': _adam}
 
 
-def get_optimizer(optim) -> optax.GradientTransformation:
-  """Global-norm clipping, then Adam(W) with the paper's linear warm-up: lr min(step/warmup, 1)."""
+DECAYS = ('none', 'cosine')
+
+
+def learning_rate(optim, n_iters: int | None = None) -> optax.Schedule:
+  """The paper's linear warm-up lr min(step / warmup, 1), then constant (``optim.decay =
+  'none'``) or, with ``'cosine'``, lr (f + (1 - f) (1 + cos(pi u)) / 2) with
+  u = (step - warmup) / (n_iters - warmup) clipped to [0, 1] and f = ``optim.lr_final_fraction``:
+  annealing to the end of a run of ``n_iters`` steps (a short run's last iterates then average
+  less optimizer noise than any EMA of a constant-lr run). The schedule is not part of the
+  state: a run restored for evaluation may leave ``n_iters`` out."""
+  decay = optim.get('decay', 'none')
+  if decay not in DECAYS:
+    raise ConfigError(f'optim.decay = {decay!r} is not one of {list(DECAYS)}.')
+  warmup = optax.linear_schedule(0.0, optim.lr, optim.warmup) if optim.warmup > 0 else None
+  if decay == 'none' or n_iters is None:
+    return warmup or optax.constant_schedule(optim.lr)
+  span = max(int(n_iters) - int(optim.warmup), 1)
+  cosine = optax.cosine_decay_schedule(optim.lr, span, alpha=optim.get('lr_final_fraction', 0.0))
+  if warmup is None:
+    return cosine
+  return optax.join_schedules([warmup, cosine], [int(optim.warmup)])
+
+
+def get_optimizer(optim, n_iters: int | None = None) -> optax.GradientTransformation:
+  """Global-norm clipping, then Adam(W) at ``learning_rate(optim, n_iters)``."""
   if optim.optimizer not in OPTIMIZERS:
     raise ConfigError(f'Unknown optimizer {optim.optimizer!r}; valid: {sorted(OPTIMIZERS)}.')
-  schedule = (optax.linear_schedule(0.0, optim.lr, optim.warmup) if optim.warmup > 0
-              else optax.constant_schedule(optim.lr))
+  schedule = learning_rate(optim, n_iters)
   chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
   return optax.chain(*chain, OPTIMIZERS[optim.optimizer](optim, schedule))
 

@@ -139,7 +139,7 @@ def train_and_evaluate(config, workdir: str,
   checkpointing.check_run_config(config, workdir)   # another run's workdir: stop, touch nothing
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
-  optimizer = train_state.get_optimizer(config.optim)
+  optimizer = train_state.get_optimizer(config.optim, config.training.n_iters)
   train_iter = datasets.get_dataset(config, 'train', num_local_devices=n_dev)
   eval_iter = datasets.get_dataset(config, 'test', num_local_devices=n_dev)
   train_step, eval_step = losses.get_step_fns(config, sde, model, optimizer)

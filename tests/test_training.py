@@ -130,6 +130,7 @@ def test_corrupt_and_missing_checkpoints_raise_clear_errors(tmp_path):
     ('data.dataset', 'imagenet9', r"Unknown dataset 'imagenet9'; valid: \[.*'spiral'"),
     ('training.batch_size', 60, 'not divisible by the number of devices'),
     ('optim.optimizer', 'SGD', r"Unknown optim.optimizer 'SGD'; valid: \['Adam'\]"),
+    ('optim.decay', 'step', r"Unknown optim.decay 'step'; valid: \['none', 'cosine'\]"),
 ])
 def test_bad_config_values_fail_before_training(tmp_path, field, value, match):
   config = helpers.tiny_toy_config()
@@ -138,6 +139,19 @@ def test_bad_config_values_fail_before_training(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
     training.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(os.path.join(tmp_path, 'checkpoints'))
+
+
+def test_cosine_decay_follows_its_closed_form_and_none_is_the_papers_constant():
+  optim = helpers.tiny_toy_config().optim
+  optim.lr, optim.warmup = 1e-3, 10
+  constant = train_state.learning_rate(optim, 110)
+  assert [float(constant(s)) for s in (5, 10, 110, 500)] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3])
+  optim.decay, optim.lr_final_fraction = 'cosine', 0.1
+  cosine = train_state.learning_rate(optim, 110)
+  for step in (0, 5, 10, 35, 60, 110, 200):
+    u = min(max((step - 10) / 100, 0), 1)
+    want = 1e-3 * step / 10 if step < 10 else 1e-3 * (0.1 + 0.9 * (1 + np.cos(np.pi * u)) / 2)
+    assert float(cosine(step)) == pytest.approx(want, rel=1e-5), step
 
 
 def test_config_typo_is_rejected_with_a_suggestion():
