@@ -16,7 +16,16 @@ def get_base_config():
   config.training = training = ml_collections.ConfigDict()
   training.sde = 'vpsde'                 # 'vpsde' | 'subvpsde' | 'vesde' | 'rectified_flow' | 'edm'
   training.objective = placeholder(str)  # None / 'score': the DSM loss; 'eps' | 'x0' | 'velocity'
-                                         # (flow matching): unweighted regression of that quantity
+                                         # (flow matching): unweighted regression of that quantity;
+                                         # few-step models (score_sde/consistency.py), drawn with
+                                         # sampling.method='few_step' and trained down to
+                                         # sampling.eps: 'ct' (consistency training, iCT's
+                                         # curriculum over n_iters), 'cd' (distillation from
+                                         # teacher_workdir), 'meanflow' (needs model.two_times)
+  training.teacher_workdir = placeholder(str)   # 'cd': a trained score model's workdir (same
+                                         # SDE and data shape); its EMA parameters are the teacher
+  training.consistency_levels = 18       # 'cd': points of the Karras grid the teacher steps on
+  training.meanflow_ratio = 0.25         # 'meanflow': share of (r, t) pairs with r < t (else r = t)
   training.continuous = True             # continuous-time DSM; False: the discrete SMLD / DDPM loss
   training.reduce_mean = False           # mean (True) or sum (False) of the per-example loss over dims
   training.likelihood_weighting = False  # lambda(t) = g(t)^2 (Song et al. 2021b)
@@ -36,7 +45,9 @@ def get_base_config():
                                          # the null class, so one network is also unconditional
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = 'pc'                 # 'pc' | 'ode' | 'dpm_solver' | 'heun' | 'ddim'
+  sampling.method = 'pc'                 # 'pc' | 'ode' | 'dpm_solver' | 'heun' | 'ddim' | 'unipc' |
+                                         # 'few_step' (models of training.objective 'ct' | 'cd' |
+                                         # 'meanflow'; num_steps None: 1)
   sampling.predictor = 'euler_maruyama'  # 'euler_maruyama' | 'reverse_diffusion' | 'ancestral_sampling' | 'none'
   sampling.corrector = 'none'            # 'langevin' | 'ald' | 'none'
   sampling.snr = 0.16
@@ -141,6 +152,7 @@ def get_base_config():
   model.conditional = True
   model.precond = 'paper'                # 'paper' | 'edm' (Karras et al. 2022; models/precond.py)
   model.class_conditional = False        # a class embedding (data.num_classes + a null class)
+  model.two_times = False                # a second time input r: MeanFlow's u(x, r, t) ('mlp' only)
   model.dtype = 'float32'                # network compute: 'float32' | 'bfloat16' (params,
                                          # optimizer, EMA, loss stay float32; models/compute.py)
   model.remat = False                    # recompute each block's activations in the backward pass

@@ -53,11 +53,14 @@ def _get(config, key: str, default=None):
 
 def _choices() -> dict[str, list]:
   """Every config key that names something, with its valid names."""
-  from score_sde import likelihood, models, sampling, sde_lib, train_state
+  from score_sde import consistency, likelihood, models, parameterization, sampling, sde_lib
+  from score_sde import train_state
   from score_sde.models import compute, precond
   from score_sde.sampling import correctors, predictors, schedules, unipc
   return {
       'training.sde': sorted(sde_lib.SDES),
+      'training.objective': ([None] + list(parameterization.PARAMETERIZATIONS)
+                             + list(consistency.OBJECTIVES)),
       'model.name': sorted(models.MODELS),
       'model.precond': list(precond.PRECONDS),
       'model.dtype': list(compute.DTYPES),
@@ -142,6 +145,35 @@ def _check_effective(config) -> None:
                              'images); set it to False.')
 
 
+def _check_few_step(config) -> None:
+  """Few-step objectives (``consistency.OBJECTIVES``): drawn by 'few_step' only, unconditional,
+  unclipped; MeanFlow with a two-time MLP. (Distillation's teacher: ``teacher.check``.)"""
+  from score_sde import consistency
+  objective = _get(config, 'training.objective')
+  two_times = _get(config, 'model.two_times', False)
+  if two_times and objective != 'meanflow':
+    raise errors.ConfigError(f"model.two_times=True is MeanFlow's network; it has no use with "
+                             f"training.objective={objective!r}: set it to False.")
+  if _get(config, 'training.teacher_workdir') is not None and objective != 'cd':
+    raise errors.ConfigError(f'training.teacher_workdir has no effect with training.objective='
+                             f"{objective!r}; it is the teacher of 'cd'.")
+  if objective not in consistency.OBJECTIVES:
+    return
+  if config.sampling.method != 'few_step':
+    raise errors.ConfigError(f'A model of training.objective={objective!r} draws with '
+                             f"sampling.method='few_step' only, not {config.sampling.method!r}.")
+  for key in ('model.class_conditional', 'sampling.x0_clip'):
+    if _get(config, key):
+      raise errors.ConfigError(f'{key}={_get(config, key)!r} is not available with the few-step '
+                               f'training.objective={objective!r}.')
+  if objective == 'meanflow' and not two_times:
+    raise errors.ConfigError("training.objective='meanflow' needs a network of two times: set "
+                             "model.two_times=True (model 'mlp').")
+  if two_times and config.model.name != 'mlp':
+    raise errors.ConfigError(f'model.two_times=True is available for model \'mlp\' only, not '
+                             f'{config.model.name!r}.')
+
+
 def _check_posthoc_and_clip(config) -> None:
   """Post-hoc EMA lengths in range; x0 clipping by a known rule, and only for bounded data."""
   from score_sde import posthoc_ema
@@ -203,6 +235,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   _check_values(config, mode)
   _check_names(config)
   _check_effective(config)
+  _check_few_step(config)
   _check_posthoc_and_clip(config)
   datasets.latents.check_config(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))

@@ -38,6 +38,9 @@ from score_sde.sampling import schedules
 SIGMA_DATA = 0.5
 P_MEAN, P_STD = -1.1, 2.0
 CT_LEVELS = (10, 1280)
+# The few-step training objectives (``training.objective``): consistency training and
+# distillation, and MeanFlow. Their models draw only with the ``few_step`` sampling method.
+OBJECTIVES = ('ct', 'cd', 'meanflow')
 
 
 def _scale(sde, t):
@@ -193,7 +196,42 @@ def meanflow_target(u_fn, x, r, t, v):
   return u, v - sde_lib.batch_mul(t - r, du_dt)
 
 
+def meanflow_pair_losses(rng, u_fn, x, sde, *, eps: float, ratio: float = 0.25,
+                         index_offset=0, power: float = 1.0) -> jax.Array:
+  """Per-example MeanFlow losses on any SDE of ``sde_lib``, (B, ...) -> (B,).
+
+  Its probability flow is the average of the conditional velocity v = m'(t) x(0) + s'(t) z at
+  x(t) = m(t) x(0) + s(t) z (for rectified flow, v = z - x(0) as in MeanFlow). Per example:
+  t, t' ~ U(eps, T), (r, t) their order, r = t (the instantaneous velocity) except for a share
+  ``ratio`` of examples; the target of ``meanflow_target`` with that v; the adaptively weighted
+  loss of ``meanflow_losses``. Randomness per global example index (any number of devices)."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(x.shape[0]))
+  draw = lambda j, f: jax.vmap(lambda k: f(jax.random.fold_in(k, j)))(keys)
+  u_a, u_b = draw(0, jax.random.uniform), draw(2, jax.random.uniform)
+  z = draw(1, lambda k: jax.random.normal(k, x.shape[1:]))
+  apart = draw(3, lambda k: jax.random.bernoulli(k, ratio))
+  times_a, times_b = (u * (sde.T - eps) + eps for u in (u_a, u_b))
+  t = jnp.maximum(times_a, times_b)
+  r = jnp.where(apart, jnp.minimum(times_a, times_b), t)
+  (m, s), (dm, ds) = jax.jvp(lambda t: _scale(sde, t), (t,), (jnp.ones_like(t),))
+  x_t = sde_lib.batch_mul(m, x) + sde_lib.batch_mul(s, z)
+  v = sde_lib.batch_mul(dm, x) + sde_lib.batch_mul(ds, z)
+  u, target = meanflow_target(u_fn, x_t, r, t, v)
+  return meanflow_losses(u, target, power)
+
+
 def meanflow_losses(u, target, power: float = 1.0, c: float = 1e-3):
   """MeanFlow's adaptively weighted loss ||u - sg(u_tgt)||^2 / sg(||.||^2 + c)^power: (B,)."""
   err = jnp.sum((u - jax.lax.stop_gradient(target)).reshape(u.shape[0], -1)**2, axis=-1)
   return err / jax.lax.stop_gradient(err + c)**power
+
+
+def meanflow_sample(rng, u_fn, sde, shape, times):
+  """MeanFlow's jumps along decreasing ``times`` (K + 1,), times[0] = T, times[-1] = eps:
+  x_{k+1} = x_k - (t_k - t_{k+1}) u(x_k, t_{k+1}, t_k), K evaluations, (B, ...)."""
+  x = sde.prior_sampling(rng, shape)
+  for t_from, t_to in zip(times[:-1], times[1:]):
+    t = jnp.full((shape[0],), t_from, jnp.float32)
+    r = jnp.full((shape[0],), t_to, jnp.float32)
+    x = x - (float(t_from) - float(t_to)) * u_fn(x, r, t)
+  return x

@@ -27,8 +27,11 @@ from score_sde.sampling import controllable_generation, guidance, x0_clip
 def _score_builder(config, sde, model, classifier=None) -> Callable:
   """make(params, inputs) -> score_fn(x, t), traced on each device: plain; classifier-free
   guided (``inputs['labels']`` on a class-conditional model); or, with ``classifier``, the
-  unconditional score plus the classifier's gradient (params is then (model, classifier))."""
+  unconditional score plus the classifier's gradient (params is then (model, classifier)).
+  A MeanFlow model (training.objective='meanflow') gives its average velocity u(x, r, t)."""
   continuous = config.training.continuous
+  if config.training.get('objective') == 'meanflow':
+    return lambda params, inputs: mutils.get_average_velocity_fn(sde, model, params)
 
   def make(params, inputs):
     if classifier is not None:   # the paper's way: unconditional score + classifier gradient

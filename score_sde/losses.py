@@ -16,6 +16,11 @@ same result whatever the number of devices the global batch is split over.
 Class-conditional models learn s(x, t, y) from ``batch['label']``; each label is replaced by the
 null class (label num_classes) with probability ``label_dropout``, so the same network also
 learns the unconditional score s(x, t) of classifier-free guidance.
+
+The few-step objectives (``consistency.OBJECTIVES``) train the same networks for the
+``few_step`` sampler: 'ct' and 'cd' read the score network as a consistency function (iCT's loss;
+'ct' with its curriculum over the run's steps, 'cd' with a teacher's score), 'meanflow' a
+two-time network as MeanFlow's average velocity. All are drawn down to ``eps`` = sampling.eps.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import parallel, parameterization, sde_lib, train_state
+from score_sde import consistency, parallel, parameterization, sde_lib, train_state
 from score_sde.errors import ConfigError
 from score_sde.models import precond
 from score_sde.models import utils as mutils
@@ -52,11 +57,15 @@ def check_objective(objective, *, continuous=True, likelihood_weighting=False, e
   """Raises ConfigError for a ``training.objective`` the other settings cannot train."""
   if objective is None or objective == 'score':
     return
-  parameterization.check(objective, 'training.objective')
+  if objective not in consistency.OBJECTIVES:
+    parameterization.check(objective, 'training.objective')
   clash = ('training.continuous=False' if not continuous else
            'training.likelihood_weighting=True' if likelihood_weighting else
            "model.precond='edm'" if edm is not None else None)
   if clash:
+    if objective in consistency.OBJECTIVES:
+      raise ConfigError(f'training.objective={objective!r} cannot be combined with {clash}: '
+                        'the few-step objectives are continuous-time with their own weights.')
     raise ConfigError(f'training.objective={objective!r} cannot be combined with {clash}: it '
                       "regresses the continuous-time quantity unweighted; use 'score' (the "
                       'weighted DSM loss) there.')
@@ -112,16 +121,52 @@ def drop_labels(rng, labels, num_classes: int, rate: float, index_offset=0) -> j
   return jnp.where(drop, num_classes, labels.astype(jnp.int32))
 
 
+def get_few_step_loss_fn(sde, model, objective: str, *, train: bool, eps: float,
+                         total_steps: int = 1, teacher_score_fn=None, num_levels: int = 18,
+                         meanflow_ratio: float = 0.25) -> Callable:
+  """loss_fn(params, x, rng, index_offset, labels=None, step=0) of a few-step ``objective``.
+
+  'ct': ``consistency.consistency_losses`` with N(step) levels of iCT's curriculum over
+  ``total_steps``; 'cd': with ``num_levels`` levels and one Heun step of ``teacher_score_fn``;
+  'meanflow': ``consistency.meanflow_pair_losses`` of the two-time network. ``eps``: the smallest
+  time (the consistency boundary, the last MeanFlow jump's end)."""
+  if objective == 'cd' and teacher_score_fn is None:
+    raise ConfigError("training.objective='cd' needs a teacher: set training.teacher_workdir to "
+                      'a trained score model of the same SDE and data.')
+
+  def loss_fn(params, x, rng, index_offset, labels=None, step=0):
+    del labels   # few-step models are unconditional
+    noise_rng, dropout_rng = jax.random.split(rng)
+    dropout_rng = jax.random.fold_in(dropout_rng, index_offset)
+    if objective == 'meanflow':
+      u_fn = mutils.get_average_velocity_fn(sde, model, params, train=train, rng=dropout_rng)
+      losses = consistency.meanflow_pair_losses(noise_rng, u_fn, x, sde, eps=eps,
+                                                ratio=meanflow_ratio, index_offset=index_offset)
+      return jnp.mean(losses), losses
+    score_fn = mutils.get_score_fn(sde, model, params, train=train, rng=dropout_rng)
+    levels = (consistency.ct_num_levels(step, total_steps) if objective == 'ct' else num_levels)
+    losses = consistency.consistency_losses(
+        noise_rng, score_fn, x, sde, num_levels=levels, eps=eps, index_offset=index_offset,
+        teacher_score_fn=teacher_score_fn if objective == 'cd' else None)
+    return jnp.mean(losses), losses
+  return loss_fn
+
+
 def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
                 likelihood_weighting=False, eps=1e-5, label_dropout=0.0,
-                objective=None) -> Callable:
-  """loss_fn(params, x, rng, index_offset, labels=None) -> (mean loss, per-example losses)."""
+                objective=None, few_step=None) -> Callable:
+  """loss_fn(params, x, rng, index_offset, labels=None, step=0) -> (mean loss, per-example
+  losses). A few-step ``objective`` takes ``get_few_step_loss_fn``'s keyword arguments
+  ``few_step`` (a dict)."""
   num_classes = mutils.num_classes(model)
   edm = model if isinstance(model, precond.EDMPrecond) else None
   check_objective(objective, continuous=continuous, likelihood_weighting=likelihood_weighting,
                   edm=edm)
+  if objective in consistency.OBJECTIVES:
+    return get_few_step_loss_fn(sde, model, objective, train=train, **(few_step or {}))
 
-  def loss_fn(params, x, rng, index_offset, labels=None):
+  def loss_fn(params, x, rng, index_offset, labels=None, step=0):
+    del step
     noise_rng, dropout_rng = jax.random.split(rng)
     if num_classes and labels is not None and train:
       labels = drop_labels(jax.random.fold_in(rng, 2), labels, num_classes, label_dropout,
@@ -141,7 +186,8 @@ def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
 
 def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: bool,
                 ema_rate: float, continuous=True, reduce_mean=False, likelihood_weighting=False,
-                eps=1e-5, label_dropout=0.0, objective=None, posthoc_gammas=()) -> Callable:
+                eps=1e-5, label_dropout=0.0, objective=None, few_step=None,
+                posthoc_gammas=()) -> Callable:
   """One pure step ``step_fn(state, batch, rng, axis_name=None) -> (state, metrics)``.
 
   ``batch['image']`` is this device's (b, ...) slice of the global batch; ``rng`` is the run's
@@ -150,10 +196,11 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
   batch. With ``train=False`` the EMA parameters are evaluated and the state is unchanged.
   A class-conditional model reads ``batch['label']`` (labels are dropped at ``label_dropout``).
   ``posthoc_gammas``: exponents of the state's power EMAs (post-hoc EMA), updated after each step.
+  ``objective`` / ``few_step``: as ``get_loss_fn`` (CT's curriculum reads ``state.step``).
   """
   loss_fn = get_loss_fn(sde, model, train=train, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
-                        label_dropout=label_dropout, objective=objective)
+                        label_dropout=label_dropout, objective=objective, few_step=few_step)
   conditional = bool(mutils.num_classes(model))
 
   def step_fn(state: train_state.TrainState, batch, rng, axis_name=None):
@@ -165,10 +212,10 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
     rng = jax.random.fold_in(rng, state.step)
     offset = parallel.device_index(axis_name) * x.shape[0]
     if not train:
-      loss, _ = loss_fn(state.ema_params, x, rng, offset, labels)
+      loss, _ = loss_fn(state.ema_params, x, rng, offset, labels, state.step)
       return state, {'loss': parallel.pmean(loss, axis_name)}
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, rng, offset,
-                                                                 labels)
+                                                                 labels, state.step)
     grads = parallel.pmean(grads, axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -182,13 +229,23 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
   return step_fn
 
 
-def get_step_fns(config, sde, model, optimizer):
-  """(train_step, eval_step) of ``config.training``, both ``(state, batch, rng, axis_name=None)``."""
+def few_step_options(config, teacher_score_fn=None) -> dict:
+  """``get_few_step_loss_fn``'s keyword arguments from ``config``."""
+  tc = config.training
+  return dict(eps=config.sampling.eps, total_steps=tc.n_iters, teacher_score_fn=teacher_score_fn,
+              num_levels=tc.get('consistency_levels', 18),
+              meanflow_ratio=tc.get('meanflow_ratio', 0.25))
+
+
+def get_step_fns(config, sde, model, optimizer, teacher_score_fn=None):
+  """(train_step, eval_step) of ``config.training``, both ``(state, batch, rng, axis_name=None)``.
+  ``teacher_score_fn``: the teacher of consistency distillation (training.objective='cd')."""
   kwargs = dict(ema_rate=config.model.ema_rate, continuous=config.training.continuous,
                 reduce_mean=config.training.reduce_mean,
                 likelihood_weighting=config.training.likelihood_weighting,
                 label_dropout=config.training.get('label_dropout', 0.0),
                 objective=config.training.get('objective', None),
+                few_step=few_step_options(config, teacher_score_fn),
                 posthoc_gammas=train_state.posthoc_gammas(config))
   return (get_step_fn(sde, model, optimizer, train=True, **kwargs),
           get_step_fn(sde, model, optimizer, train=False, **kwargs))

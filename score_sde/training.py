@@ -22,7 +22,7 @@ import tqdm
 
 from score_sde import checkpointing, config_checks, datasets, errors, generation, losses, models
 from score_sde import parallel, plotting, progress, reporting, sde_lib, stop_signals
-from score_sde import train_state
+from score_sde import teacher, train_state
 from score_sde.checkpointing import identity, posthoc
 from score_sde.evaluation import loss_by_sigma
 from score_sde.errors import ConfigError
@@ -137,12 +137,16 @@ def train_and_evaluate(config, workdir: str,
   # Everything that can fail on bad input is checked before any work is done.
   config_checks.check(config, 'train', n_dev)
   checkpointing.check_run_config(config, workdir)   # another run's workdir: stop, touch nothing
+  distilled = config.training.get('objective') == 'cd'
+  if distilled:
+    teacher.check(config)
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
   optimizer = train_state.get_optimizer(config.optim, config.training.n_iters)
   train_iter = datasets.get_dataset(config, 'train', num_local_devices=n_dev)
   eval_iter = datasets.get_dataset(config, 'test', num_local_devices=n_dev)
-  train_step, eval_step = losses.get_step_fns(config, sde, model, optimizer)
+  train_step, eval_step = losses.get_step_fns(
+      config, sde, model, optimizer, teacher.score_fn(config) if distilled else None)
   tc = config.training
   schedule = Schedule(tc.n_iters, tc.log_freq, tc.eval_freq, tc.snapshot_freq,
                       tc.snapshot_freq_for_preemption, step_chunks(tc))

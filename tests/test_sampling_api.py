@@ -163,12 +163,15 @@ def test_pc_step_can_be_wrapped_without_a_new_loop():
 def test_sampler_keys_lists_every_key_a_method_reads(method):
   """METHODS[method].keys backs sample.py's "has no effect" error: every sampling key it leaves
   out for ``method`` is replaced by a value no code could use, and the sampler still builds and
-  traces."""
+  traces. (A method that reads what the model was trained for, few_step, gets a consistency
+  model's objective.)"""
   import ml_collections
   fields = _config(method=method, num_steps=4).sampling.to_dict()
   keep = set(sampling.METHODS[method].keys) | set(sampling.EVERY_METHOD)
   poisoned = {k: (v if k in keep else object()) for k, v in fields.items()}
-  config = ml_collections.ConfigDict({'sampling': poisoned}, type_safe=False)
+  trained = {k: 'ct' for k in sampling.METHODS[method].training_keys}
+  config = ml_collections.ConfigDict({'sampling': poisoned, 'training': trained},
+                                     type_safe=False)
   sampler = sampling.get_sampler(config, VE, (8, 2))
   out = jax.eval_shape(lambda rng: sampler(rng, GMM.score_fn(VE)), jax.random.PRNGKey(0))
   assert out[0].shape == (8, 2)

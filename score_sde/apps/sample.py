@@ -29,8 +29,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from score_sde import checkpointing, cli, config_checks, datasets, errors, generation, models
-from score_sde import plotting, progress, reporting, sde_lib, train_state
+from score_sde import checkpointing, cli, config_checks, consistency, datasets, errors
+from score_sde import generation, models, plotting, progress, reporting, sde_lib, train_state
 from score_sde.checkpointing import paper, posthoc
 from score_sde.errors import ConfigError, DataError, MissingFileError
 from score_sde.models import utils as mutils
@@ -201,11 +201,13 @@ def optimise_grid(config, sde, model, params, step: int, num: int) -> str:
 
 def plot_2d(config, sde, model, params, samples, stem: str, rng) -> list[str]:
   """``<stem>.png``: the samples over the data; ``score_field_<...>.png`` beside it: the learned
-  score field with a few probability-flow paths."""
+  score field with a few probability-flow paths (score models only)."""
   data = test_images(config, len(samples))
   name = os.path.basename(stem)
   scatter = plotting.scatter_2d(samples, stem + '.png', data=data,
                                 title=f'{config.data.dataset}, {config.training.sde}: {name}')
+  if config.training.get('objective') in consistency.OBJECTIVES:
+    return [scatter]   # a few-step model's network is no score: no score field to draw
   score_fn = jax.jit(mutils.get_score_fn(sde, model, params, continuous=config.training.continuous))
   x_T = sde.prior_sampling(rng, (12, 2))
   paths, times = generation.reverse_sde_paths(rng, score_fn, sde, x_T)

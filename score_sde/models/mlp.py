@@ -37,6 +37,9 @@ class MLP(nn.Module):
   Fourier time embeddings see log(labels); positional ones see the labels themselves.
   With ``scale_by_sigma`` (VE) the output is divided by sigma, as NCSN++ does.
   With ``num_classes``, a class embedding of ``class_labels`` (B,) is added to temb.
+  With ``two_times`` (MeanFlow's u(x, r, t)), a positional embedding of ``interval`` (B,) (the
+  span t - r as a label, ``models.utils.get_average_velocity_fn``; 0 when not given) is added
+  to temb too.
   The layers after the embeddings compute in ``dtype`` (models/compute.py).
   """
   nf: int = 128
@@ -46,10 +49,11 @@ class MLP(nn.Module):
   input_fourier_scale: float | None = 1.0
   scale_by_sigma: bool = False
   num_classes: int | None = None
+  two_times: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False, class_labels=None):
+  def __call__(self, x, labels, train: bool = False, class_labels=None, interval=None):
     if self.embedding_type == 'fourier':
       temb = embeddings.GaussianFourierProjection(self.nf // 2, self.fourier_scale)(jnp.log(labels))
     elif self.embedding_type == 'positional':
@@ -60,6 +64,10 @@ class MLP(nn.Module):
     temb = nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(temb)))
     if self.num_classes:
       temb = temb + embeddings.class_embedding(class_labels, self.num_classes, self.nf)
+    if self.two_times:
+      interval = jnp.zeros_like(labels) if interval is None else interval
+      span = embeddings.get_timestep_embedding(interval, self.nf)
+      temb = temb + nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(span)))
     if self.input_fourier_scale:
       x_in = InputFourierFeatures(self.nf // 2, self.input_fourier_scale)(x)
     else:
@@ -83,8 +91,12 @@ def from_config(config) -> MLP:
   if options.pop('remat'):
     raise ConfigError("model.remat = True has no blocks to rematerialise in model 'mlp' (small "
                       "activations); it is for the image networks 'ncsnpp', 'ddpm', 'ncsnv2_*'.")
+  two_times = bool(m.get('two_times', False))
+  if two_times and (m.get('parameterization') is not None or m.get('precond', 'paper') != 'paper'):
+    raise ConfigError("model.two_times=True (MeanFlow's average velocity u(x, r, t)) needs the "
+                      "bare network: model.parameterization=None and model.precond='paper'.")
   return precond.wrap(config, MLP(
-      nf=m.nf, num_layers=m.num_layers, embedding_type=m.embedding_type,
+      nf=m.nf, two_times=two_times, num_layers=m.num_layers, embedding_type=m.embedding_type,
       fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,
       scale_by_sigma=m.scale_by_sigma,
       num_classes=config.data.num_classes if m.class_conditional else None, **options))

@@ -103,6 +103,19 @@ def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous:
   return score_fn
 
 
+def get_average_velocity_fn(sde, model: nn.Module, params, train: bool = False,
+                            rng=None) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+  """u_fn(x: (B, ...), r: (B,), t: (B,)) -> (B, ...): MeanFlow's average velocity of the flow
+  over [r, t] from a two-time network (``model.two_times``): conditioned on t as a score model
+  is (``sde.noise_conditioning``) and on the span as the label 999 (t - r) / T."""
+  def u_fn(x, r, t):
+    rngs = {'dropout': rng} if (train and rng is not None) else None
+    labels, _ = sde.noise_conditioning(t)
+    return model.apply({'params': params}, x, labels, train=train, rngs=rngs,
+                       interval=999.0 * (t - r) / sde.T)
+  return u_fn
+
+
 def get_step_score_fn(sde, model: nn.Module, params, train: bool = False, rng=None,
                       class_labels=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """score_fn(x: (B, ...), i: (B,) int) -> (B, ...) at step i of the discrete chain (the discrete

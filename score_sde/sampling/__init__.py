@@ -16,8 +16,10 @@ experiment runner read it; adding a method is its file and one entry here.
   'ddim'        DDIM, i.e. DPM-Solver++ of order 1
   'heun'        EDM's 2nd-order Heun sampler with optional churn (default schedule: EDM rho)
   'unipc'       UniPC multistep predictor-corrector, ``order`` 1–3, ``unipc_variant`` 'bh1' | 'bh2'
+  'few_step'    1..K steps of a model trained for it (``training.objective`` 'ct' | 'cd' |
+                'meanflow'): multistep consistency sampling or MeanFlow's jumps
 
-The fixed-grid methods (dpm_solver, ddim, heun, unipc) also step on an optimised grid:
+The fixed-grid methods (dpm_solver, ddim, heun, unipc, few_step) also step on an optimised grid:
 ``time_schedule='optimised'`` with ``grid_path`` a file of ``grid_optimisation``.
 
 Score-function and step wrappers that work with these: ``guidance`` (classifier-free and
@@ -30,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 from score_sde.compile_once import compile_once
 from score_sde.errors import ConfigError
-from score_sde.sampling import correctors, ode, pc, predictors, solvers, unipc
+from score_sde.sampling import correctors, few_step, ode, pc, predictors, solvers, unipc
 
 
 def _num_steps(cfg, sde) -> int:
@@ -85,18 +87,27 @@ def _unipc(cfg, sde, shape):
       grid_path=cfg.grid_path)
 
 
+def _few_step(cfg, sde, shape, objective=None):
+  return few_step.get_few_step_sampler(
+      sde, shape, objective=objective, num_steps=1 if cfg.num_steps is None else _num_steps(cfg, sde),
+      eps=cfg.eps, time_schedule=cfg.time_schedule, rho=cfg.rho, grid_path=cfg.grid_path)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
   """A sampling method: ``build(sampling config, sde, shape) -> sampler``; the ``sampling.*``
   ``keys`` it reads (beyond ``EVERY_METHOD``); ``nfe_per_step(sampling config)``, None for an
   adaptive method (its NFE is measured); ``nfe_saved``: evaluations its last step skips, so
   ``num_steps`` steps cost ``num_steps * nfe_per_step - nfe_saved``; ``defaults``: the values
-  of its keys when a config written for another method is switched to it (``settings``)."""
+  of its keys when a config written for another method is switched to it (``settings``);
+  ``training_keys``: ``training.*`` keys passed to ``build`` as keyword arguments (what the
+  model was trained for, e.g. few_step's ``objective``)."""
   build: Callable
   keys: tuple[str, ...]
   nfe_per_step: Callable | None = None
   nfe_saved: int = 0
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  training_keys: tuple[str, ...] = ()
 
   def __post_init__(self):
     if not set(self.defaults) <= set(self.keys):
@@ -148,6 +159,7 @@ METHODS = {
                              'S_noise': 1.0}),
     'unipc': Method(_unipc, _SCHEDULED + ('order', 'unipc_variant'), _one,
                     defaults={**_GRID, 'order': 3, 'unipc_variant': 'bh1'}),
+    'few_step': Method(_few_step, _SCHEDULED, _one, defaults=_GRID, training_keys=('objective',)),
 }
 
 
@@ -159,5 +171,6 @@ def get_method(name: str) -> Method:
 
 def get_sampler(config, sde, shape):
   """Builds the sampler named by ``config.sampling.method`` for ``sde`` and per-device ``shape``."""
-  cfg = config.sampling
-  return compile_once(get_method(cfg.method).build(cfg, sde, tuple(shape)))
+  cfg, method = config.sampling, get_method(config.sampling.method)
+  trained = {k: config.get('training', {}).get(k) for k in method.training_keys}
+  return compile_once(method.build(cfg, sde, tuple(shape), **trained))
