@@ -42,7 +42,8 @@ def get_base_config():
                                          # of the power EMAs tracked, e.g. (0.05, 0.10); None: off
   training.posthoc_ema_snapshot_freq = 5000   # their snapshots (all kept) every this many steps
   training.label_dropout = 0.1           # class-conditional models: share of labels replaced by
-                                         # the null class, so one network is also unconditional
+                                         # the null class, so one network is also unconditional;
+                                         # context models: of contexts replaced by zeros
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.method = 'pc'                 # 'pc' | 'ode' | 'dpm_solver' | 'heun' | 'ddim' | 'unipc' |
@@ -142,7 +143,8 @@ def get_base_config():
   model.num_scales = 1000
   model.beta_min = 0.1
   model.beta_max = 20.0
-  model.beta_schedule = 'linear'         # VP / sub-VP: 'linear' (the paper) | 'cosine'
+  model.beta_schedule = 'linear'         # VP / sub-VP: 'linear' (the paper) | 'cosine' |
+                                         # 'scaled_linear' (Stable Diffusion's)
   model.ema_rate = 0.9999
   model.scale_by_sigma = False
   model.dropout = 0.1
@@ -164,6 +166,20 @@ def get_base_config():
   model.num_heads = 6
   model.mlp_ratio = 4.0
   model.learn_sigma = False              # DiT's variance channels (kept for its checkpoints; unused)
+  # Stable Diffusion's conditional UNet (models/unet_condition.py, name 'unet_condition'): it
+  # cross-attends to a context (L, D) per example: text-encoder states or dataset embeddings.
+  model.unet_preset = 'sd1'              # 'sd1' | 'sd2' | 'tiny'
+  model.unet_channels = placeholder(tuple)   # None: the preset's block_out_channels
+  model.context_dim = placeholder(int)   # D; None: the preset's cross_attention_dim
+  model.context_length = 77              # L (CLIP's 77 tokens)
+
+  # Text conditioning (sample.py --prompt): a transformers CLIPTextModel folder (config.json +
+  # model.safetensors) and a tokenizer folder (vocab.json + merges.txt), e.g. the text_encoder/
+  # and tokenizer/ folders of a Stable Diffusion 1.x repository. The empty prompt's states are
+  # the null context of classifier-free guidance.
+  config.text = text = ml_collections.ConfigDict()
+  text.encoder = placeholder(str)
+  text.tokenizer = placeholder(str)
 
   # The noise-conditional classifier of classifier guidance (models/classifier.py), trained by
   # `train.py --mode=train_classifier` into <workdir>/classifier.

@@ -55,7 +55,7 @@ def _choices() -> dict[str, list]:
   """Every config key that names something, with its valid names."""
   from score_sde import consistency, likelihood, models, parameterization, sampling, sde_lib
   from score_sde import train_state
-  from score_sde.models import compute, precond
+  from score_sde.models import compute, precond, unet_condition
   from score_sde.sampling import correctors, predictors, schedules, unipc
   return {
       'training.sde': sorted(sde_lib.SDES),
@@ -65,7 +65,8 @@ def _choices() -> dict[str, list]:
       'model.precond': list(precond.PRECONDS),
       'model.dtype': list(compute.DTYPES),
       'model.embedding_type': ['fourier', 'positional'],
-      'model.beta_schedule': ['linear', 'cosine'],
+      'model.beta_schedule': list(sde_lib.BETA_SCHEDULES),
+      'model.unet_preset': sorted(unet_condition.PRESETS),
       'optim.optimizer': sorted(train_state.OPTIMIZERS),
       'optim.decay': list(train_state.DECAYS),
       'sampling.method': sorted(sampling.METHODS),

@@ -26,7 +26,8 @@ from score_sde.sampling import controllable_generation, guidance, x0_clip
 
 def _score_builder(config, sde, model, classifier=None) -> Callable:
   """make(params, inputs) -> score_fn(x, t), traced on each device: plain; classifier-free
-  guided (``inputs['labels']`` on a class-conditional model); or, with ``classifier``, the
+  guided (``inputs['labels']`` on a class-conditional model, ``inputs['context']`` against
+  ``inputs['null_context']`` on a context-conditional one); or, with ``classifier``, the
   unconditional score plus the classifier's gradient (params is then (model, classifier)).
   A MeanFlow model (training.objective='meanflow') gives its average velocity u(x, r, t)."""
   continuous = config.training.continuous
@@ -36,6 +37,9 @@ def _score_builder(config, sde, model, classifier=None) -> Callable:
   def make(params, inputs):
     if classifier is not None:   # the paper's way: unconditional score + classifier gradient
       params, clf_params = params
+    if 'context' in inputs:
+      return guidance.get_context_guided_score_fn(config, sde, model, params, inputs['context'],
+                                                  inputs.get('null_context'))
     if 'labels' not in inputs:
       return mutils.get_score_fn(sde, model, params, continuous=continuous)
     if classifier is not None:
@@ -106,7 +110,7 @@ def get_sample_fn(config, sde, model, devices: Sequence | None = None, *,
                   wrap_score: Callable | None = None) -> SampleFn:
   """The sampler of ``config.sampling`` driven by ``model`` on every device (``devices``: a
   subset of this host's, single-process only). ``input_keys`` name the per-example inputs a
-  call gets ('labels', 'image' + 'mask', 'grey'); ``classifier`` (a module) turns labels into
+  call gets ('labels', 'context' [+ 'null_context'], 'image' + 'mask', 'grey'); ``classifier`` (a module) turns labels into
   classifier guidance; ``wrap_score(score_fn) -> score_fn`` is applied last (progress
   reporting: ``progress.TimeTracker.wrap``). The sampler is built (and its config validated)
   here, once; it is compiled on the first call."""
@@ -190,9 +194,13 @@ def draw_rounds(sample_fn: SampleFn, params: Any, rng, num_samples: int, out_dir
 
 def check_inputs(config, model, inputs: dict[str, np.ndarray], classifier=None) -> None:
   """DataError / ConfigError for conditional inputs that ``config``'s model cannot take: labels
-  out of range or without a class-conditional model (or classifier), observed images or masks
-  of the wrong shape, inpainting and colorization together."""
+  out of range or without a class-conditional model (or classifier), a context without a
+  context-conditional model or of another shape, observed images or masks of the wrong shape,
+  inpainting and colorization together."""
   per_example = datasets.sample_shape(config)
+  for key in ('context', 'null_context'):
+    if key in inputs:
+      guidance.check_context(model, inputs[key], f'The {key.replace("_", " ")}')
   if 'labels' in inputs:
     num_classes = mutils.num_classes(model) or config.data.num_classes
     if not num_classes:

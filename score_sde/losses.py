@@ -15,7 +15,9 @@ same result whatever the number of devices the global batch is split over.
 
 Class-conditional models learn s(x, t, y) from ``batch['label']``; each label is replaced by the
 null class (label num_classes) with probability ``label_dropout``, so the same network also
-learns the unconditional score s(x, t) of classifier-free guidance.
+learns the unconditional score s(x, t) of classifier-free guidance. Context-conditional models
+(cross-attention to ``batch['context']`` (B, L, D): text-encoder states, dataset embeddings)
+learn s(x, t, c) alike, each context replaced by the null context (zeros) at the same rate.
 
 The few-step objectives (``consistency.OBJECTIVES``) train the same networks for the
 ``few_step`` sampler: 'ct' and 'cd' read the score network as a consistency function (iCT's loss;
@@ -134,8 +136,8 @@ def get_few_step_loss_fn(sde, model, objective: str, *, train: bool, eps: float,
     raise ConfigError("training.objective='cd' needs a teacher: set training.teacher_workdir to "
                       'a trained score model of the same SDE and data.')
 
-  def loss_fn(params, x, rng, index_offset, labels=None, step=0):
-    del labels   # few-step models are unconditional
+  def loss_fn(params, x, rng, index_offset, labels=None, step=0, context=None):
+    del labels, context   # few-step models are unconditional
     noise_rng, dropout_rng = jax.random.split(rng)
     dropout_rng = jax.random.fold_in(dropout_rng, index_offset)
     if objective == 'meanflow':
@@ -152,12 +154,20 @@ def get_few_step_loss_fn(sde, model, objective: str, *, train: bool, eps: float,
   return loss_fn
 
 
+def drop_context(rng, context, rate: float, index_offset=0) -> jax.Array:
+  """(B, L, D) contexts with each replaced by the null context (zeros) with probability
+  ``rate``; example i draws from ``fold_in(rng, index_offset + i)`` as in ``drop_labels``."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(len(context)))
+  keep = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - rate))(keys)
+  return jnp.where(keep[:, None, None], context, jnp.zeros_like(context))
+
+
 def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
                 likelihood_weighting=False, eps=1e-5, label_dropout=0.0,
                 objective=None, few_step=None) -> Callable:
-  """loss_fn(params, x, rng, index_offset, labels=None, step=0) -> (mean loss, per-example
-  losses). A few-step ``objective`` takes ``get_few_step_loss_fn``'s keyword arguments
-  ``few_step`` (a dict)."""
+  """loss_fn(params, x, rng, index_offset, labels=None, step=0, context=None) -> (mean loss,
+  per-example losses). A few-step ``objective`` takes ``get_few_step_loss_fn``'s keyword
+  arguments ``few_step`` (a dict)."""
   num_classes = mutils.num_classes(model)
   edm = model if isinstance(model, precond.EDMPrecond) else None
   check_objective(objective, continuous=continuous, likelihood_weighting=likelihood_weighting,
@@ -165,18 +175,18 @@ def get_loss_fn(sde, model, *, train: bool, continuous=True, reduce_mean=False,
   if objective in consistency.OBJECTIVES:
     return get_few_step_loss_fn(sde, model, objective, train=train, **(few_step or {}))
 
-  def loss_fn(params, x, rng, index_offset, labels=None, step=0):
+  def loss_fn(params, x, rng, index_offset, labels=None, step=0, context=None):
     del step
     noise_rng, dropout_rng = jax.random.split(rng)
     if num_classes and labels is not None and train:
       labels = drop_labels(jax.random.fold_in(rng, 2), labels, num_classes, label_dropout,
                            index_offset)
+    if context is not None and train:
+      context = drop_context(jax.random.fold_in(rng, 3), context, label_dropout, index_offset)
     dropout_rng = jax.random.fold_in(dropout_rng, index_offset)
-    score_fn = (mutils.get_score_fn(sde, model, params, train=train, rng=dropout_rng,
-                                    class_labels=labels)
-                if continuous else
-                mutils.get_step_score_fn(sde, model, params, train=train, rng=dropout_rng,
-                                         class_labels=labels))
+    cond = dict(train=train, rng=dropout_rng, class_labels=labels, context=context)
+    score_fn = (mutils.get_score_fn(sde, model, params, **cond) if continuous else
+                mutils.get_step_score_fn(sde, model, params, **cond))
     losses = dsm_losses(noise_rng, score_fn, x, sde, continuous=continuous, reduce_mean=reduce_mean,
                         likelihood_weighting=likelihood_weighting, eps=eps,
                         index_offset=index_offset, edm=edm, objective=objective)
@@ -194,7 +204,8 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
   base key (the step folds in ``state.step``). Under ``pmap`` pass ``axis_name``: gradients and
   metrics are averaged over devices, so the result equals the single-device step on the whole
   batch. With ``train=False`` the EMA parameters are evaluated and the state is unchanged.
-  A class-conditional model reads ``batch['label']`` (labels are dropped at ``label_dropout``).
+  A class-conditional model reads ``batch['label']`` (labels are dropped at ``label_dropout``),
+  a context-conditional one ``batch['context']`` (B, L, D) (dropped to zeros at that rate).
   ``posthoc_gammas``: exponents of the state's power EMAs (post-hoc EMA), updated after each step.
   ``objective`` / ``few_step``: as ``get_loss_fn`` (CT's curriculum reads ``state.step``).
   """
@@ -202,20 +213,25 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
                         likelihood_weighting=likelihood_weighting, eps=eps,
                         label_dropout=label_dropout, objective=objective, few_step=few_step)
   conditional = bool(mutils.num_classes(model))
+  with_context = mutils.context_shape(model) is not None
 
   def step_fn(state: train_state.TrainState, batch, rng, axis_name=None):
     x = batch['image']
     if conditional and 'label' not in batch:
       raise ConfigError('model.class_conditional needs labelled data; this dataset yields no '
                         "'label' (toy data: set data.num_classes).")
+    if with_context and 'context' not in batch:
+      raise ConfigError('A context-conditional model (cross-attention) needs data with '
+                        "per-example embeddings; this dataset yields no 'context'.")
     labels = batch['label'] if conditional else None
+    context = batch['context'] if with_context else None
     rng = jax.random.fold_in(rng, state.step)
     offset = parallel.device_index(axis_name) * x.shape[0]
     if not train:
-      loss, _ = loss_fn(state.ema_params, x, rng, offset, labels, state.step)
+      loss, _ = loss_fn(state.ema_params, x, rng, offset, labels, state.step, context)
       return state, {'loss': parallel.pmean(loss, axis_name)}
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, rng, offset,
-                                                                 labels, state.step)
+                                                                 labels, state.step, context)
     grads = parallel.pmean(grads, axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -111,6 +111,7 @@ class SDE:
 # the mean coefficient is m(t) = exp(-B(t)/2) for both.
 # ---------------------------------------------------------------------------------------------
 
+BETA_SCHEDULES = ('linear', 'cosine', 'scaled_linear')
 COSINE_S = 0.008          # Nichol & Dhariwal's offset.
 COSINE_T_MAX = 0.9946     # Phase cut-off that keeps beta(1) finite (as in DPM-Solver's cosine VP).
 
@@ -126,9 +127,12 @@ def _cosine_log_alpha_bar(t, xp=jnp):
 
 @dataclasses.dataclass(frozen=True)
 class _VPFamily(SDE):
-  """Shared schedule for VP and sub-VP. ``beta_schedule`` is 'linear' (the paper) or 'cosine'.
+  """Shared schedule for VP and sub-VP. ``beta_schedule`` is 'linear' (the paper), 'cosine' or
+  'scaled_linear' (Stable Diffusion's, with beta_min 0.85, beta_max 12 for its 0.00085..0.012).
 
   linear:  beta(t) = beta_min + t (beta_max - beta_min),  B(t) = beta_min t + (beta_max - beta_min) t^2 / 2.
+  scaled_linear: beta(t) = (a + t d)^2, a = sqrt(beta_min), d = sqrt(beta_max) - a,
+           B(t) = ((a + t d)^3 - a^3) / (3 d); the chain's beta_i = (linspace of sqrt(beta / N))^2.
   cosine:  alpha_bar(t) = cos^2(phi(t)) / cos^2(phi(0)),  phi(t) = pi/2 (t c + s) / (1 + s),
            B(t) = -log alpha_bar(t),  beta(t) = pi c / (1 + s) tan(phi(t))   (c = 0.9946, s = 0.008).
   """
@@ -143,19 +147,29 @@ class _VPFamily(SDE):
                beta_schedule=m.get('beta_schedule', 'linear'))
 
   def check(self):
-    if self.beta_schedule not in ('linear', 'cosine'):
-      raise ConfigError(f"Unknown beta_schedule {self.beta_schedule!r}; valid: 'linear', "
-                        "'cosine'.")
+    if self.beta_schedule not in BETA_SCHEDULES:
+      raise ConfigError(f'Unknown beta_schedule {self.beta_schedule!r}; valid: '
+                        f'{", ".join(map(repr, BETA_SCHEDULES))}.')
+
+  def _sqrt_ends(self) -> tuple[float, float]:
+    a = math.sqrt(self.beta_min)
+    return a, math.sqrt(self.beta_max) - a
 
   def beta(self, t):
     if self.beta_schedule == 'linear':
       return self.beta_min + t * (self.beta_max - self.beta_min)
+    if self.beta_schedule == 'scaled_linear':
+      a, d = self._sqrt_ends()
+      return (a + t * d)**2
     return math.pi * COSINE_T_MAX / (1.0 + COSINE_S) * jnp.tan(_cosine_phase(t))
 
   def integrated_beta(self, t):
     """B(t) = int_0^t beta(s) ds = -2 log m(t)."""
     if self.beta_schedule == 'linear':
       return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+    if self.beta_schedule == 'scaled_linear':
+      a, d = self._sqrt_ends()
+      return ((a + t * d)**3 - a**3) / (3 * d)
     return -_cosine_log_alpha_bar(t)
 
   @property
@@ -163,6 +177,9 @@ class _VPFamily(SDE):
     """beta_i of the N-step discrete chain (DDPM's betas for the linear schedule)."""
     if self.beta_schedule == 'linear':
       return jnp.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
+    if self.beta_schedule == 'scaled_linear':
+      return jnp.linspace(math.sqrt(self.beta_min / self.N), math.sqrt(self.beta_max / self.N),
+                          self.N)**2
     log_alpha_bar = _cosine_log_alpha_bar(np.arange(self.N + 1, dtype=np.float64) / self.N, np)
     return jnp.asarray(np.clip(1.0 - np.exp(np.diff(log_alpha_bar)), 0.0, 0.999), jnp.float32)
 

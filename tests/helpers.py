@@ -103,3 +103,24 @@ def run_entry_point(script: str, *args) -> int:
     os.chdir(cwd)
     sys.argv = argv
   return exit_info.value.code or 0
+
+
+def tiny_context_config():
+  """The digits (16x16x1, VP) with a tiny Stable Diffusion UNet (blocks of 8 and 16 channels)
+  cross-attending to (4, 8) contexts; 2-step DDIM-like DPM-Solver++(1) sampling, batch 4."""
+  from configs.vp import digits_ddpmpp_continuous
+  config = digits_ddpmpp_continuous.get_config()
+  m = config.model
+  m.name, m.unet_preset, m.unet_channels, m.precond = 'unet_condition', 'tiny', (8, 16), 'paper'
+  m.context_dim, m.context_length = 8, 4
+  s = config.sampling
+  s.method, s.num_steps, s.order, s.batch_size = 'dpm_solver', 2, 1, 4
+  config.training.batch_size = config.eval.batch_size = 4
+  return config
+
+
+def random_params(shapes, seed: int = 0, scale: float = 0.2):
+  """Gaussian numpy arrays shaped like ``shapes`` (a tree of ShapeDtypeStructs): parameters
+  without compiling a network's initialiser (which costs ~20 s for a UNet on a loaded CPU)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: scale * rng.standard_normal(s.shape).astype(np.float32), shapes)

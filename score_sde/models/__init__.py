@@ -4,6 +4,8 @@ Every model is a Flax Linen module called as ``model.apply({'params': p}, x, lab
 (with ``rngs={'dropout': key}`` when training with dropout); ``labels`` are the (B,) noise
 conditioning from ``models.utils`` and the output has x's shape. Each model module exposes
 ``from_config(config)``, which alone reads the config and passes typed keyword arguments.
+Context-conditional networks (``unet_condition``: cross-attention to a sequence of embeddings,
+e.g. a text encoder's states) also take ``context`` (B, L, D); ``utils.context_shape`` says which.
 With ``data.latents`` the network is built for the latents: ``from_config`` sees the config's
 ``latent_view`` (image size and channels replaced by the latent's).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from score_sde.errors import ConfigError
 from score_sde.datasets import latents
-from score_sde.models import ddpm, dit, mlp, ncsnpp, ncsnv2
+from score_sde.models import ddpm, dit, mlp, ncsnpp, ncsnv2, unet_condition
 
 MODELS = {
     'mlp': mlp.from_config,
@@ -21,6 +23,7 @@ MODELS = {
     'ncsnv2_128': ncsnv2.from_config,
     'ncsnv2_256': ncsnv2.from_config,
     'dit': dit.from_config,
+    'unet_condition': unet_condition.from_config,   # Stable Diffusion's, diffusers' layout
 }
 
 # Models with a class embedding (model.class_conditional).

@@ -237,6 +237,7 @@ class UNet2DConditionModel(nn.Module):
   use_linear_projection: bool = False
   flip_sin_to_cos: bool = True
   freq_shift: float = 0.0
+  context_length: int = 77   # L of the contexts it is given (no parameter depends on it)
 
   def _attn(self, block: int) -> dict:
     heads = self.num_heads if isinstance(self.num_heads, int) else self.num_heads[block]
@@ -245,7 +246,9 @@ class UNet2DConditionModel(nn.Module):
                 linear=self.use_linear_projection)
 
   @nn.compact
-  def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array,
+               train: bool = False) -> jax.Array:
+    del train   # no dropout: the same call as every score network's (models/__init__.py)
     channels = tuple(self.block_out_channels)
     last = len(channels) - 1
     temb = timestep_embedding(jnp.broadcast_to(t, x.shape[:1]), channels[0],
@@ -279,6 +282,25 @@ def from_preset(name: str, **overrides) -> UNet2DConditionModel:
   if name not in PRESETS:
     raise ConfigError(f'Unknown conditional UNet preset {name!r}; valid: {sorted(PRESETS)}.')
   return UNet2DConditionModel(**{**PRESETS[name], **overrides})
+
+
+def from_config(config) -> UNet2DConditionModel:
+  """``model.unet_preset`` with the data's channels, ``model.context_dim`` (None: the preset's
+  cross_attention_dim) and ``model.context_length``; ``model.unet_channels`` (None: the
+  preset's) replaces block_out_channels, keeping the preset's block types for that many blocks
+  (cross-attention in all but the lowest resolution, as SD)."""
+  m, channels = config.model, config.data.num_channels
+  overrides = dict(in_channels=channels, out_channels=channels,
+                   context_length=int(m.context_length))
+  if m.context_dim is not None:
+    overrides['cross_attention_dim'] = int(m.context_dim)
+  if m.unet_channels is not None:
+    blocks = tuple(int(c) for c in m.unet_channels)
+    n = len(blocks)
+    overrides.update(block_out_channels=blocks,
+                     down_block_types=(CROSS_DOWN,) * (n - 1) + (PLAIN_DOWN,),
+                     up_block_types=(PLAIN_UP,) + (CROSS_UP,) * (n - 1))
+  return from_preset(m.unet_preset, **overrides)
 
 
 def param_shapes(model: UNet2DConditionModel, context_length: int = 77) -> Any:

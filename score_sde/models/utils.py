@@ -13,6 +13,11 @@ level of step floor(t (N - 1)); VE label round((T - t)(N - 1)).
 Class-conditional networks (``num_classes`` set) also take ``class_labels`` (B,) in
 [0, num_classes]; the label num_classes is the null class, i.e. the unconditional score, and is
 what they get when no labels are given.
+
+Context-conditional networks (``context_shape`` not None) also take ``context`` (B, L, D), a
+sequence of embeddings they cross-attend to; without one they get zeros, the null context of
+models trained here (``losses.drop_context``). A text model's null context is rather the empty
+prompt's states, which sampling passes explicitly.
 """
 from __future__ import annotations
 
@@ -32,13 +37,25 @@ def num_classes(model: nn.Module) -> int | None:
   return getattr(getattr(model, 'net', model), 'num_classes', None)
 
 
-def _class_kwargs(model: nn.Module, class_labels, batch: int) -> dict:
-  """``class_labels`` for class-conditional networks (default: the null class), else nothing."""
+def context_shape(model: nn.Module) -> tuple[int, int] | None:
+  """(L, D) of the context a context-conditional network cross-attends to, else None."""
+  net = getattr(model, 'net', model)
+  dim = getattr(net, 'cross_attention_dim', None)
+  return None if dim is None else (int(net.context_length), int(dim))
+
+
+def _class_kwargs(model: nn.Module, class_labels, batch: int, context=None) -> dict:
+  """``class_labels`` for class-conditional networks (default: the null class), ``context`` for
+  context-conditional ones (default: zeros, the null context), else nothing."""
+  kwargs = {}
   n = num_classes(model)
-  if not n:
-    return {}
-  return {'class_labels': jnp.full((batch,), n, jnp.int32) if class_labels is None
-          else class_labels}
+  if n:
+    kwargs['class_labels'] = (jnp.full((batch,), n, jnp.int32) if class_labels is None
+                              else class_labels)
+  shape = context_shape(model)
+  if shape:
+    kwargs['context'] = jnp.zeros((batch,) + shape) if context is None else context
+  return kwargs
 
 
 def init_params(rng, model: nn.Module, input_shape) -> Any:
@@ -52,22 +69,24 @@ def init_params(rng, model: nn.Module, input_shape) -> Any:
 
 
 def get_model_fn(model: nn.Module, params, train: bool = False, rng=None,
-                 class_labels=None) -> Callable:
-  """``model_fn(x, labels)`` with the parameters (and class labels, a dropout key) bound."""
+                 class_labels=None, context=None) -> Callable:
+  """``model_fn(x, labels)`` with the parameters (and class labels or context, a dropout key)
+  bound."""
   def model_fn(x, labels):
     rngs = {'dropout': rng} if (train and rng is not None) else None
     return model.apply({'params': params}, x, labels, train=train, rngs=rngs,
-                       **_class_kwargs(model, class_labels, x.shape[0]))
+                       **_class_kwargs(model, class_labels, x.shape[0], context))
   return model_fn
 
 
 def _parameterized_score_fn(sde, model: precond.Parameterized, params, train=False, rng=None,
-                            continuous=True, class_labels=None):
+                            continuous=True, class_labels=None, context=None):
   """score_fn of a network predicting ``model.parameterization`` (continuous time only)."""
   if not continuous:
     raise ConfigError(f'model.parameterization={model.parameterization!r} needs '
                       'training.continuous=True (its conversions use the continuous m(t), s(t)).')
-  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
+  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels,
+                          context=context)
 
   def score_fn(x, t):
     out = model_fn(x, sde.noise_conditioning(t)[0])
@@ -81,20 +100,23 @@ PRECONDITIONED_SCORE_FNS = {precond.EDMPrecond: precond.get_score_fn}
 
 
 def get_score_fn(sde, model: nn.Module, params, train: bool = False, continuous: bool = True,
-                 rng=None, class_labels=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+                 rng=None, class_labels=None,
+                 context=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """score_fn(x: (B, ...), t: (B,)) -> (B, ...), the model's estimate of grad_x log p_t(x).
 
   ``class_labels`` (B,): for a class-conditional model, the score of p_t(x | y) (entries equal
-  to num_classes: of p_t(x)); None gives the unconditional score.
+  to num_classes: of p_t(x)); None gives the unconditional score. ``context`` (B, L, D): for a
+  context-conditional model, the score of p_t(x | c); None: the zero (null) context.
   """
   if type(model) is precond.Parameterized:   # a bare network read as another quantity
     return _parameterized_score_fn(sde, model, params, train=train, rng=rng, continuous=continuous,
-                                   class_labels=class_labels)
+                                   class_labels=class_labels, context=context)
   if type(model) in PRECONDITIONED_SCORE_FNS:   # the wrapper defines its own score (EDM)
     return PRECONDITIONED_SCORE_FNS[type(model)](
         sde, model, params, train=train, rng=rng,
-        class_kwargs=lambda b: _class_kwargs(model, class_labels, b))
-  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
+        class_kwargs=lambda b: _class_kwargs(model, class_labels, b, context))
+  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels,
+                          context=context)
 
   def score_fn(x, t):
     labels, std = sde.noise_conditioning(t, continuous)
@@ -117,10 +139,12 @@ def get_average_velocity_fn(sde, model: nn.Module, params, train: bool = False,
 
 
 def get_step_score_fn(sde, model: nn.Module, params, train: bool = False, rng=None,
-                      class_labels=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+                      class_labels=None,
+                      context=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """score_fn(x: (B, ...), i: (B,) int) -> (B, ...) at step i of the discrete chain (the discrete
   losses' score: no time is rounded back to a step, see ``SDE.step_conditioning``)."""
-  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels)
+  model_fn = get_model_fn(model, params, train=train, rng=rng, class_labels=class_labels,
+                          context=context)
 
   def score_fn(x, i):
     labels, std = sde.step_conditioning(i)

@@ -149,12 +149,47 @@ def check_guidable(model) -> int:
   return num_classes
 
 
+def _settings(config) -> tuple[float, float, float]:
+  s = config.sampling
+  return (float(s.guidance_scale), float(s.guidance_sigma_min), float(s.guidance_sigma_max))
+
+
 def get_guided_score_fn(config, sde, model, params, labels) -> ScoreFn:
   """The classifier-free guided score of a class-conditional model for (B,) ``labels``, with
   ``config.sampling.guidance_scale`` and its interval [guidance_sigma_min, guidance_sigma_max]."""
   num_classes = check_guidable(model)
-  s = config.sampling
   return classifier_free_score_fn(
       model_labelled_score_fn(sde, model, params, config.training.continuous), sde, labels,
-      num_classes, float(s.guidance_scale), float(s.guidance_sigma_min),
-      float(s.guidance_sigma_max))
+      num_classes, *_settings(config))
+
+
+def model_context_score_fn(sde, model, params, continuous: bool = True) -> LabelledScoreFn:
+  """``score_fn(x, t, c)`` of a context-conditional network, c: (B, L, D)."""
+  def conditioned(x, t, c):
+    return mutils.get_score_fn(sde, model, params, continuous=continuous, context=c)(x, t)
+  return conditioned
+
+
+def check_context(model, context, what: str = 'The context') -> tuple[int, int]:
+  """The model's context shape (L, D); ConfigError if it takes none, DataError if ``context``
+  (B, L, D) has another shape."""
+  shape = mutils.context_shape(model)
+  if shape is None:
+    raise ConfigError(f'{what} conditions a model that cross-attends to embeddings '
+                      "(model.name='unet_condition'); this model takes no context.")
+  if context is not None and tuple(np.shape(context)[1:]) != shape:
+    raise DataError(f'{what} has shape {tuple(np.shape(context)[1:])} per example; the model '
+                    f'cross-attends to {shape} (model.context_length, model.context_dim).')
+  return shape
+
+
+def get_context_guided_score_fn(config, sde, model, params, context,
+                                null_context=None) -> ScoreFn:
+  """The classifier-free guided score of a context-conditional model for ``context`` (B, L, D)
+  against ``null_context`` ((L, D) or (B, L, D); None: zeros, the null of training here), with
+  the guidance settings of ``config.sampling``."""
+  shape = check_context(model, context)
+  null = jnp.zeros(shape) if null_context is None else null_context
+  return context_free_score_fn(
+      model_context_score_fn(sde, model, params, config.training.continuous), sde, context,
+      null, *_settings(config))
