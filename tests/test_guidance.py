@@ -240,6 +240,7 @@ def test_classifier_models_and_training_step():
 
 class _Flags:
   labels = None
+  prompt = None
   classifier_workdir = None
   inpaint_image = None
   inpaint_mask = None

@@ -18,7 +18,15 @@ or classifier guidance with ``--classifier_workdir``), ``--inpaint_image`` + ``-
 ``--colorize_image``; they write ``conditional_step<step>_<what>_...{npz,png}``: images one row
 per class, or one row per example as masked input | completion | original. ``--inpaint_mask``
 is a file or a built-in mask (``half``, ``top``, ``box``, ``random:0.5``; ``sampling.masks``).
-This file owns the flags and the files; labels, images and masks are cycled to
+Text conditioning (a context-conditional model, ``model.name='unet_condition'``): ``--prompt``
+(repeatable) is tokenized and encoded by ``config.text``'s CLIP tokenizer and text encoder, and
+sampled with classifier-free guidance against the empty prompt (``sampling.guidance_scale``); one
+row per prompt. A too-long prompt is truncated with a one-line note; an empty prompt, or a prompt
+for a model without a context, stops before any work. ``--unet_weights`` samples a diffusers
+``UNet2DConditionModel`` (a folder holding diffusion_pytorch_model.safetensors, or the file),
+converted into the configured architecture (a file that does not fit fails naming its keys);
+a latent model's samples are decoded by ``data.latents``' autoencoder (e.g. SD's vae/ folder).
+This file owns the flags and the files; labels, prompts, images and masks are cycled to
 ``--num_samples`` and split over devices.
 """
 import os
@@ -33,6 +41,7 @@ from score_sde import checkpointing, cli, config_checks, consistency, datasets, 
 from score_sde import generation, models, plotting, progress, reporting, sde_lib, train_state
 from score_sde.checkpointing import paper, posthoc
 from score_sde.errors import ConfigError, DataError, MissingFileError
+from score_sde.models import convert_unet, prompts as prompt_lib, torch_weights
 from score_sde.models import utils as mutils
 from score_sde.sampling import grid_optimisation, guidance, masks
 from score_sde.sampling import settings as sampler_settings
@@ -52,6 +61,11 @@ flags.DEFINE_string('outdir', None, 'Where to write samples (default: <workdir>/
 flags.DEFINE_string('tag', None, 'A name added to the output files (default: none).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 flags.DEFINE_string('labels', None, "Class labels to sample, cycled: '3', '0,1,2' or 'all'.")
+flags.DEFINE_multi_string('prompt', None, 'A text prompt (repeat the flag for several, cycled) '
+                          'for a text-conditional model; config.text names its encoder.')
+flags.DEFINE_string('unet_weights', None, "Sample a diffusers UNet2DConditionModel's weights (a "
+                    'folder with diffusion_pytorch_model.safetensors, or the file) instead of '
+                    "--workdir's checkpoints.")
 flags.DEFINE_string('classifier_workdir', None, 'Guide --labels with the classifier trained there '
                     '(train.py --mode=train_classifier) instead of classifier-free guidance.')
 flags.DEFINE_string('inpaint_image', None,
@@ -66,7 +80,7 @@ flags.DEFINE_bool('optimise_grid', False,
                   'config.sampling.grid_path (default <workdir>/grids/), then sample on it.')
 flags.mark_flags_as_required(['workdir'])
 
-CONDITIONAL_FLAGS = ('labels', 'classifier_workdir', 'inpaint_image', 'inpaint_mask',
+CONDITIONAL_FLAGS = ('labels', 'prompt', 'classifier_workdir', 'inpaint_image', 'inpaint_mask',
                      'colorize_image')
 
 
@@ -81,9 +95,14 @@ def check_guidance_settings(config, flags) -> None:
                                                     ('guidance_sigma_max', float('inf')))
           if s[k] != default]
   scaled = [f'sampling.classifier_scale={s.classifier_scale}'] if s.classifier_scale != 1.0 else []
-  if not flags.labels and (free or scaled):
-    raise ConfigError(f'{", ".join(free + scaled)} guides class-conditional sampling and has no '
-                      "effect without --labels (e.g. --labels=0,1 or --labels=all).")
+  if flags.labels and flags.prompt:
+    raise ConfigError('Give either --labels or --prompt: a model is conditioned on one of them.')
+  if flags.prompt and (scaled or flags.classifier_workdir):
+    raise ConfigError('--prompt is guided classifier-free (sampling.guidance_scale); classifier '
+                      'guidance (--classifier_workdir, sampling.classifier_scale) takes --labels.')
+  if not (flags.labels or flags.prompt) and (free or scaled):
+    raise ConfigError(f'{", ".join(free + scaled)} guides conditional sampling and has no '
+                      "effect without --labels (e.g. --labels=0,1 or --labels=all) or --prompt.")
   if flags.classifier_workdir and free:
     raise ConfigError(f'{", ".join(free)} is classifier-free guidance and has no effect with '
                       '--classifier_workdir; classifier guidance is scaled by '
@@ -142,13 +161,16 @@ def test_images(config, num: int) -> np.ndarray:
 
 
 def conditional_inputs(config, flags, num_classes: int | None,
-                       num_samples: int = 1) -> dict[str, np.ndarray]:
-  """The per-example inputs the flags ask for: 'labels', 'image' + 'mask' (broadcast to the
+                       num_samples: int = 1, model=None) -> dict[str, np.ndarray]:
+  """The per-example inputs the flags ask for: 'labels', 'context' + 'null_context' (the
+  prompts' and the empty prompt's text-encoder states), 'image' + 'mask' (broadcast to the
   model's shape), 'grey'. A built-in ``--inpaint_mask`` without ``--inpaint_image`` masks
   ``num_samples`` test-split images."""
   inputs = {}
   if flags.labels:
     inputs['labels'] = parse_labels(flags.labels, num_classes)
+  if flags.prompt:
+    inputs.update(prompt_lib.contexts(config, model, flags.prompt))
   if flags.colorize_image:
     inputs['grey'] = load_array(flags.colorize_image, config, 'colorize_image')
   if flags.inpaint_image:
@@ -248,13 +270,18 @@ def main(argv):
   model = models.get_model(config)
   num = config.sampling.batch_size if FLAGS.num_samples is None else FLAGS.num_samples
   # Bad files and labels fail before anything is restored.
+  if FLAGS.prompt:   # bad prompts fail before any file is read
+    prompt_lib.check_prompts(FLAGS.prompt, model)
+  unet_params = load_unet_weights(FLAGS.unet_weights, model) if FLAGS.unet_weights else None
   inputs = conditional_inputs(config, FLAGS, mutils.num_classes(model) or config.data.num_classes,
-                              num)
+                              num, model)
   classifier, clf_params = None, None
   if FLAGS.classifier_workdir:
     classifier, clf_params = checkpointing.load_classifier(config, FLAGS.classifier_workdir)
   generation.check_inputs(config, model, inputs, classifier)
-  if FLAGS.paper_checkpoint:
+  if unet_params is not None:
+    step, params = 0, unet_params
+  elif FLAGS.paper_checkpoint:
     loaded = paper.load_paper_checkpoint(FLAGS.paper_checkpoint, config)
     step, params = loaded.step, loaded.ema_params
   else:
@@ -297,6 +324,14 @@ def main(argv):
     print(f'Wrote {path}')
 
 
+def load_unet_weights(path: str, model):
+  """--unet_weights (a diffusers safetensors file, or the folder holding it) as ``model``'s
+  parameters; a file of another architecture fails naming its keys."""
+  file = os.path.join(path, convert_unet.WEIGHTS_FILE) if os.path.isdir(path) else path
+  state = torch_weights.read_safetensors(file, convert_unet.HOW_TO_GET)
+  return convert_unet.convert_state_dict(state, model, what=path)
+
+
 def output_name(kind: str, step: int, config, nfe: int, inputs: dict) -> str:
   """What made the samples: ``<kind>_step<step>_<method>[_<inputs>]_nfe<NFE>_seed<seed>[_<tag>]``
   (inpainting and colorization name their PC sampler; guidance its scale)."""
@@ -312,14 +347,19 @@ def output_name(kind: str, step: int, config, nfe: int, inputs: dict) -> str:
   if 'labels' in inputs:
     parts.append(f'cls{s.classifier_scale:g}' if FLAGS.classifier_workdir
                  else f'w{s.guidance_scale:g}')
+  if 'context' in inputs:
+    parts.append(f'prompt-w{s.guidance_scale:g}')
   parts += [f'nfe{nfe}', f'seed{FLAGS.seed}'] + ([FLAGS.tag] if FLAGS.tag else [])
   return '_'.join(parts)
 
 
 def write_conditional(config, samples, used, stem: str) -> list[str]:
   """``<stem>.npz`` (samples and the inputs each was drawn with) and ``<stem>.png``: 2-D samples
-  coloured by label; images one row per class (labels), or one row per example as masked input
-  | completion | original (inpainting) or grey input | colorization."""
+  coloured by label; images one row per class (labels) or prompt, or one row per example as
+  masked input | completion | original (inpainting) or grey input | colorization."""
+  if 'context' in used:   # the prompts, not their (N, 77, 768) states
+    index = np.arange(len(samples)) % len(FLAGS.prompt)
+    used = {'prompts': np.asarray(FLAGS.prompt), 'prompt_index': index}
   npz = plotting.ensure_dir(stem + '.npz')
   np.savez_compressed(npz, samples=samples, **used)
   png = stem + '.png'
@@ -337,7 +377,7 @@ def write_conditional(config, samples, used, stem: str) -> list[str]:
                                      mask=used.get('mask'))
     return [npz, shown + (f' (the first {plotting.COMPLETION_ROWS} of {len(images)})'
                           if len(images) > plotting.COMPLETION_ROWS else '')]
-  return [npz, plotting.class_grid(images, used['labels'], png)]
+  return [npz, plotting.class_grid(images, used.get('labels', used.get('prompt_index')), png)]
 
 
 def run():
