@@ -135,6 +135,10 @@ def get_base_config():
   data.latent_size = placeholder(int)
   data.latent_channels = placeholder(int)
   data.latent_cache = placeholder(str)
+  # Per-example contexts for a context-conditional model (score_sde/datasets/contexts.py):
+  # None | 'captions' (the digits' made captions, a folder's captions.txt, as word contexts) |
+  # an .npz of precomputed (N, L, D) embeddings per split.
+  data.context = placeholder(str)
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'mlp'

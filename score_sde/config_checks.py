@@ -239,6 +239,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   _check_few_step(config)
   _check_posthoc_and_clip(config)
   datasets.latents.check_config(config)
+  datasets.contexts.check_config(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))
   _built('model', lambda: models.get_model(config))
   _built('optimizer', lambda: train_state.get_optimizer(config.optim, config.training.n_iters))

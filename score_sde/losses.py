@@ -222,7 +222,8 @@ def get_step_fn(sde, model, optimizer: optax.GradientTransformation, *, train: b
                         "'label' (toy data: set data.num_classes).")
     if with_context and 'context' not in batch:
       raise ConfigError('A context-conditional model (cross-attention) needs data with '
-                        "per-example embeddings; this dataset yields no 'context'.")
+                        "per-example contexts; this dataset yields no 'context' (set "
+                        "data.context: 'captions' or an .npz of embeddings).")
     labels = batch['label'] if conditional else None
     context = batch['context'] if with_context else None
     rng = jax.random.fold_in(rng, state.step)

@@ -41,7 +41,7 @@ from score_sde import checkpointing, cli, config_checks, consistency, datasets, 
 from score_sde import generation, models, plotting, progress, reporting, sde_lib, train_state
 from score_sde.checkpointing import paper, posthoc
 from score_sde.errors import ConfigError, DataError, MissingFileError
-from score_sde.models import convert_unet, prompts as prompt_lib, torch_weights
+from score_sde.models import convert_unet, prompts as prompt_lib, torch_weights, unet_condition
 from score_sde.models import utils as mutils
 from score_sde.sampling import grid_optimisation, guidance, masks
 from score_sde.sampling import settings as sampler_settings
@@ -327,6 +327,9 @@ def main(argv):
 def load_unet_weights(path: str, model):
   """--unet_weights (a diffusers safetensors file, or the folder holding it) as ``model``'s
   parameters; a file of another architecture fails naming its keys."""
+  if not isinstance(model, unet_condition.UNet2DConditionModel):
+    raise ConfigError("--unet_weights reads a diffusers UNet2DConditionModel: it needs "
+                      "model.name='unet_condition' with model.precond='paper' (the eps network).")
   file = os.path.join(path, convert_unet.WEIGHTS_FILE) if os.path.isdir(path) else path
   state = torch_weights.read_safetensors(file, convert_unet.HOW_TO_GET)
   return convert_unet.convert_state_dict(state, model, what=path)

@@ -2,7 +2,7 @@
 
 An iterator yields dicts of numpy arrays laid out for the devices,
 ``{'image': [num_local_devices, per_device_batch, ...]}`` (plus ``'label'``: [devices, b] int32
-for labelled image datasets), already scaled to the model's range (``get_data_scaler``), and is
+for labelled image datasets, ``'context'``: [devices, b, L, D] with ``data.context``), already scaled to the model's range (``get_data_scaler``), and is
 resumable: ``get_state()`` returns a JSON-serialisable dict that ``set_state`` restores, so a
 checkpoint can hold the data position.
 
@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from score_sde import errors, parallel
-from score_sde.datasets import digits, folder, latents, pipeline, tfds_images, toy
+from score_sde.datasets import contexts, digits, folder, latents, pipeline, tfds_images, toy
 
 
 def sample_shape(config) -> tuple[int, ...]:
@@ -168,11 +168,13 @@ def get_dataset(config, split: str = 'train', num_local_devices: int | None = No
     return ToyIterator(name, batch_size, seed, num_local_devices, config.data.get('num_classes'))
   if name not in DATASETS:
     raise errors.ConfigError(unknown_dataset_message(name))
-  source, preprocess, _ = DATASETS[name](config, split)
+  image_source, preprocess, _ = DATASETS[name](config, split)
   data = config.data
-  pixels = not data.get('latents')
+  source, pixels = image_source, not data.get('latents')
   if not pixels:   # the split encoded once by data.latents' autoencoder (datasets/latents.py)
     source, preprocess, _ = latents.get_source(config, split, (source, preprocess, _))
+  if data.get('context'):   # captions or embeddings beside each example (datasets/contexts.py)
+    source, preprocess = contexts.attach(config, split, image_source, source, preprocess)
   dequantize = (data.uniform_dequantization if uniform_dequantization is None
                 else uniform_dequantization)
   opts = pipeline.PipelineOptions(

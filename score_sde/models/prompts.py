@@ -5,7 +5,10 @@
     null    = the same for the empty prompt          (1, L, D) classifier-free guidance's null
 
 The tokenizer (vocab.json + merges.txt) and the text encoder (transformers' config.json +
-model.safetensors) are the folders ``config.text.tokenizer`` and ``config.text.encoder``. Bad
+model.safetensors) are the folders ``config.text.tokenizer`` and ``config.text.encoder``. A model
+trained here on captions (``data.context='captions'``, no ``config.text.encoder``) reads
+prompts as it read its captions: word contexts over the captions' vocabulary, whose empty
+prompt is the zero null context (``datasets.captions``). Bad
 prompts fail before any file is read: an empty prompt (it is the null context itself) and a
 prompt for a model that takes no context. A prompt longer than the encoder's context is
 truncated, as Stable Diffusion's pipelines do, with one line naming what was dropped.
@@ -84,8 +87,19 @@ def get_encoder(config, model) -> Callable[[Sequence[str]], np.ndarray]:
   return encode
 
 
+def word_encoder(config, model) -> Callable[[Sequence[str]], np.ndarray]:
+  """``encode(prompts) -> (P, L, V)`` word contexts of a model trained on captions."""
+  from score_sde.datasets import captions, contexts as data_contexts
+  length = mutils.context_shape(model)[0]
+  vocabulary = data_contexts.vocabulary(config)
+  return lambda prompts: captions.word_contexts(prompts, vocabulary, length, what='Prompt')
+
+
 def contexts(config, model, prompts: Sequence[str]) -> dict[str, np.ndarray]:
   """{'context': (P, L, D), 'null_context': (1, L, D)}: the prompts' and the empty prompt's."""
   prompts = check_prompts(prompts, model)
-  encode = get_encoder(config, model)
+  if not config.text.get('encoder') and config.data.get('context') == 'captions':
+    encode = word_encoder(config, model)
+  else:
+    encode = get_encoder(config, model)
   return {'context': encode(prompts), 'null_context': encode([''])}

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde.errors import ConfigError
+from score_sde.models import precond
 
 CROSS_DOWN, PLAIN_DOWN = 'CrossAttnDownBlock2D', 'DownBlock2D'
 CROSS_UP, PLAIN_UP = 'CrossAttnUpBlock2D', 'UpBlock2D'
@@ -284,11 +285,12 @@ def from_preset(name: str, **overrides) -> UNet2DConditionModel:
   return UNet2DConditionModel(**{**PRESETS[name], **overrides})
 
 
-def from_config(config) -> UNet2DConditionModel:
+def from_config(config) -> nn.Module:
   """``model.unet_preset`` with the data's channels, ``model.context_dim`` (None: the preset's
   cross_attention_dim) and ``model.context_length``; ``model.unet_channels`` (None: the
   preset's) replaces block_out_channels, keeping the preset's block types for that many blocks
-  (cross-attention in all but the lowest resolution, as SD)."""
+  (cross-attention in all but the lowest resolution, as SD). Wrapped as ``model.precond`` asks
+  (Stable Diffusion's own weights: 'paper', the eps network of 999 t)."""
   m, channels = config.model, config.data.num_channels
   overrides = dict(in_channels=channels, out_channels=channels,
                    context_length=int(m.context_length))
@@ -300,7 +302,7 @@ def from_config(config) -> UNet2DConditionModel:
     overrides.update(block_out_channels=blocks,
                      down_block_types=(CROSS_DOWN,) * (n - 1) + (PLAIN_DOWN,),
                      up_block_types=(PLAIN_UP,) + (CROSS_UP,) * (n - 1))
-  return from_preset(m.unet_preset, **overrides)
+  return precond.wrap(config, from_preset(m.unet_preset, **overrides), 'positional')
 
 
 def param_shapes(model: UNet2DConditionModel, context_length: int = 77) -> Any:
