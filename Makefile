@@ -7,8 +7,10 @@ DEMO_CONFIG ?= configs/vp/toy_spiral.py
 
 DIGITS_DIR ?= runs/demo_digits_vp
 DIGITS_CONFIG ?= configs/vp/digits_ddpmpp_continuous.py
+TEXT_DIR ?= runs/demo_digits_text
+TEXT_CONFIG ?= configs/text/digits.py
 
-.PHONY: demo demo-digits test bench clean
+.PHONY: demo demo-digits demo-text test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,14 @@ demo: $(VENV)/.installed
 demo-digits: $(VENV)/.installed
 	$(PY) train.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR)
 	$(PY) sample.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR) --num_samples=64
+
+# A text-conditioned digits model (captions made from labels and measured attributes), then a
+# grid for a few prompts, guided (w = 2) against the empty prompt.
+demo-text: $(VENV)/.installed
+	$(PY) train.py --config=$(TEXT_CONFIG) --workdir=$(TEXT_DIR)
+	$(PY) sample.py --workdir=$(TEXT_DIR) --num_samples=40 --config.sampling.guidance_scale=2 \
+	    --prompt='a zero' --prompt='a thick seven' --prompt='a thin, slanted one' \
+	    --prompt='a thick three'
 
 # Two pytest-xdist workers (CI has 2 cores); a module's tests stay on one worker (its fixtures).
 TEST_WORKERS ?= 2

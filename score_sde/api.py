@@ -33,6 +33,7 @@ import numpy as np
 from score_sde import checkpointing, datasets, generation
 from score_sde import models, parallel, progress, sde_lib, stored_config, train_state
 from score_sde.errors import DataError, MissingFileError
+from score_sde.models import prompts as prompt_lib
 from score_sde.models import utils as mutils
 from score_sde.sampling import settings as sampler_settings
 
@@ -99,11 +100,13 @@ class Run:
     return config
 
   def sample(self, n: int, method: str | None = None, *, seed: int = 0,
-             labels: Sequence[int] | None = None, batch_size: int | None = None,
-             show_progress: bool = True, **settings) -> Samples:
+             labels: Sequence[int] | None = None, prompts: Sequence[str] | None = None,
+             batch_size: int | None = None, show_progress: bool = True,
+             **settings) -> Samples:
     """``n`` samples with ``method`` (default: the run's) and ``settings`` (``sampling.*`` keys,
     e.g. ``num_steps=20``, ``guidance_scale=2``). ``labels`` (cycled to n) sample a
-    class-conditional model; ``batch_size``: samples per sampler call over all devices
+    class-conditional model, ``prompts`` (cycled) a text-conditional one (``sample.py
+    --prompt``'s encoding, guided against the empty prompt); ``batch_size``: samples per sampler call over all devices
     (default: the run's ``sampling.batch_size``, at most n rounded up to the devices)."""
     config, _ = sampler_settings.for_method(self.config, method, settings)
     s = config.sampling
@@ -114,6 +117,9 @@ class Run:
     inputs = {}
     if labels is not None:
       inputs['labels'] = np.asarray(labels, np.int32).reshape(-1)
+    if prompts is not None:
+      inputs.update(prompt_lib.contexts(config, self.model, prompts))
+    if inputs:
       generation.check_inputs(config, self.model, inputs)
     sample_fn, tracker = self._sample_fn(config, tuple(inputs))
     rounds = math.ceil(n / per_call)
