@@ -210,6 +210,9 @@ GRID_IMAGES = 64        # images in a sample grid, unless asked for more
 COMPLETION_ROWS = 16    # examples in an inpainting / colorization picture
 
 
+VIEW_SIZE = 32   # sample grids repeat the pixels of smaller images (8x8 digits) to this size
+
+
 def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarray | None = None,
                          title: str = '', max_images: int | None = GRID_IMAGES) -> str:
   """Samples in the model's range: 2-D data as a scatter plot over ``data``; images as a grid
@@ -217,8 +220,8 @@ def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarra
   if config.data.image_size is None:
     return scatter_2d(samples, path, data=data, title=title)
   from score_sde import datasets   # the inverse scaler of the config's data
-  images = datasets.get_data_inverse_scaler(config)(samples)
-  return image_grid(images[:max_images], path)
+  images = np.asarray(datasets.get_data_inverse_scaler(config)(samples))[:max_images]
+  return image_grid(_enlarged(images, VIEW_SIZE) if images.shape[1] < VIEW_SIZE else images, path)
 
 
 def image_panels(rows: Sequence[Sequence[tuple]], path: str,

@@ -76,6 +76,6 @@ def test_sample_from_a_paper_format_checkpoint(tmp_path):
   _write_paper_state(tmp_path / 'checkpoint_5', params, params, step=5)
   result = _run('sample.py', '--config=configs/vp/toy_spiral.py', f'--workdir={tmp_path}',
                 f'--paper_checkpoint={tmp_path}', '--config.model.nf=32',
-                '--config.sampling.batch_size=64')
+                '--config.model.precond=paper', '--config.sampling.batch_size=64')
   assert result.returncode == 0, result.stderr[-3000:]
   assert len(list((tmp_path / 'samples').glob('samples_step5_*.npz'))) == 1

@@ -41,7 +41,7 @@ def test_iterator_yields_scaled_labelled_batches_and_resumes():
   config = digits_ddpmpp_continuous.get_config()
   it = datasets.get_dataset(config, 'train', num_local_devices=2, batch_size=8)
   batch = next(it)
-  assert batch['image'].shape == (2, 4, 16, 16, 1) and batch['label'].shape == (2, 4)
+  assert batch['image'].shape == (2, 4, 8, 8, 1) and batch['label'].shape == (2, 4)
   assert batch['image'].min() >= -1.0 and batch['image'].max() <= 1.0
   state = it.get_state()
   expected = next(it)

@@ -36,7 +36,8 @@ TINY = {'model.nf': 32, 'model.num_layers': 2, 'training.batch_size': 64, 'train
         'training.eval_freq': 1000, 'training.snapshot_freq': 8,
         'training.snapshot_freq_for_preemption': 4, 'optim.warmup': 2, 'optim.eps': 1e-3,
         'training.snapshot_sampling': False, 'sampling.method': 'pc', 'sampling.num_steps': 4,
-        'sampling.batch_size': 64}
+        'sampling.batch_size': 64,
+        'optim.decay': 'none'}   # runs stopped early and extended must share one lr schedule
 SAMPLE = {'training.snapshot_sampling': True}
 EVAL = {'training.eval_freq': 12}
 

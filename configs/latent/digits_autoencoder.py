@@ -13,6 +13,7 @@ from configs import default_digits
 
 def get_config():
   config = default_digits.get_default_configs()
+  config.data.image_size = 16            # the 16 px data its results were measured on
   a = config.autoencoder
   a.block_out_channels = (16, 32)
   a.layers_per_block = 1

@@ -16,6 +16,7 @@ from configs.vp import digits_ddpmpp_continuous
 def get_config():
   config = digits_ddpmpp_continuous.get_config()
   data = config.data
+  data.image_size = 16                   # the autoencoder's input size
   data.latents = 'runs/digits_ae'
   data.latent_size = 8
   data.latent_channels = 2

@@ -17,5 +17,7 @@ def get_config():
   model.name, model.unet_preset, model.unet_channels = 'unet_condition', 'tiny', (16, 32)
   model.context_length, model.context_dim = 4, 14   # <= 4 words of the 14-word vocabulary
   config.data.context = 'captions'
+  config.data.image_size = 16
+  config.training.n_iters = 2000
   config.sampling.guidance_scale = 0.0
   return config

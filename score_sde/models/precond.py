@@ -147,4 +147,5 @@ def wrap(config, net: nn.Module, embedding_type: str | None = None) -> nn.Module
   if precond == 'paper':
     return net
   return EDMPrecond(net=net, sigma_data=config.model.sigma_data,
+                    P_mean=config.model.P_mean, P_std=config.model.P_std,
                     embedding_type=embedding_type or config.model.embedding_type)
