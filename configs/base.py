@@ -25,6 +25,8 @@ def get_base_config():
   training.teacher_workdir = placeholder(str)   # 'cd': a trained score model's workdir (same
                                          # SDE and data shape); its EMA parameters are the teacher
   training.consistency_levels = 18       # 'cd': points of the Karras grid the teacher steps on
+  training.teacher_init = False          # 'cd': start the student from the teacher's EMA
+                                         # parameters (Song et al. 2023); needs the same network
   training.meanflow_ratio = 0.25         # 'meanflow': share of (r, t) pairs with r < t (else r = t)
   training.continuous = True             # continuous-time DSM; False: the discrete SMLD / DDPM loss
   training.reduce_mean = False           # mean (True) or sum (False) of the per-example loss over dims

@@ -155,9 +155,10 @@ def _check_few_step(config) -> None:
   if two_times and objective != 'meanflow':
     raise errors.ConfigError(f"model.two_times=True is MeanFlow's network; it has no use with "
                              f"training.objective={objective!r}: set it to False.")
-  if _get(config, 'training.teacher_workdir') is not None and objective != 'cd':
-    raise errors.ConfigError(f'training.teacher_workdir has no effect with training.objective='
-                             f"{objective!r}; it is the teacher of 'cd'.")
+  for key in ('training.teacher_workdir', 'training.teacher_init'):
+    if _get(config, key) and objective != 'cd':
+      raise errors.ConfigError(f'{key} has no effect with training.objective={objective!r}; it '
+                               "is about the teacher of 'cd'.")
   if objective not in consistency.OBJECTIVES:
     return
   if config.sampling.method != 'few_step':

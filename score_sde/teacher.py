@@ -8,12 +8,15 @@ parameters), another data shape or range. ``score_fn(config)`` then restores its
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from score_sde import api, consistency, datasets, sde_lib
 from score_sde.errors import ConfigError, MissingFileError
 from score_sde.models import utils as mutils
 from score_sde.sampling import grid_files
+
+# Model keys that do not change what the parameters mean.
+SAME_NETWORK_MAY_DIFFER = ('ema_rate', 'dtype', 'remat', 'dropout')
 
 
 def check(config):
@@ -40,12 +43,18 @@ def check(config):
   if bool(teacher.data.centered) != bool(config.data.centered):
     raise ConfigError(f'The teacher {path} has data.centered={teacher.data.centered}; this run '
                       f'has {config.data.centered}: the data ranges differ.')
+  if config.training.get('teacher_init'):
+    for key in sorted(set(config.model.keys()) - set(SAME_NETWORK_MAY_DIFFER)):
+      if teacher.model.get(key) != config.model.get(key):
+        raise ConfigError(f"training.teacher_init=True starts from the teacher's network, but "
+                          f'model.{key} is {teacher.model.get(key)!r} there and '
+                          f'{config.model.get(key)!r} here.')
   return teacher
 
 
-def score_fn(config) -> Callable:
-  """score_fn(x, t) of the teacher's EMA parameters (``check``ed first)."""
+def load(config) -> tuple[Callable, Any]:
+  """(score_fn(x, t), EMA parameters) of the teacher (``check``ed first)."""
   teacher = check(config)
   run = api.load(config.training.teacher_workdir, config=teacher)
-  return mutils.get_score_fn(run.sde, run.model, run.params,
-                             continuous=teacher.training.continuous)
+  return (mutils.get_score_fn(run.sde, run.model, run.params,
+                              continuous=teacher.training.continuous), run.params)

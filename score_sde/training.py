@@ -145,8 +145,14 @@ def train_and_evaluate(config, workdir: str,
   optimizer = train_state.get_optimizer(config.optim, config.training.n_iters)
   train_iter = datasets.get_dataset(config, 'train', num_local_devices=n_dev)
   eval_iter = datasets.get_dataset(config, 'test', num_local_devices=n_dev)
-  train_step, eval_step = losses.get_step_fns(
-      config, sde, model, optimizer, teacher.score_fn(config) if distilled else None)
+  teacher_score_fn, init_state = None, functools.partial(train_state.init_train_state, config,
+                                                         model, optimizer)
+  if distilled:
+    teacher_score_fn, teacher_params = teacher.load(config)
+    if config.training.get('teacher_init'):
+      init_state = lambda rng: train_state.new_state(
+          teacher_params, optimizer, len(train_state.posthoc_gammas(config)))
+  train_step, eval_step = losses.get_step_fns(config, sde, model, optimizer, teacher_score_fn)
   tc = config.training
   schedule = Schedule(tc.n_iters, tc.log_freq, tc.eval_freq, tc.snapshot_freq,
                       tc.snapshot_freq_for_preemption, step_chunks(tc))
@@ -168,7 +174,7 @@ def train_and_evaluate(config, workdir: str,
     def on_eval(state, step):
       return loss_by_sigma.scalars(evaluate_sigma(parallel.to_local(state.ema_params),
                                                   jax.random.fold_in(eval_rng, step)))
-  job = Job('train', lambda rng: train_state.init_train_state(config, model, optimizer, rng),
+  job = Job('train', init_state,
             train_step, train_iter, schedule, checkpointing.checkpoint_dir(workdir),
             rng=(init_rng, train_rng, eval_rng), eval_step=eval_step, eval_iter=eval_iter,
             config=config,

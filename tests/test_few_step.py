@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import helpers
+import score_sde
 from configs.rf import toy_gaussian_mixture as rf_mixture
 from configs.ve import toy_gaussian_mixture as ve_mixture
 from score_sde import checkpointing, config_checks, generation, losses, models, parallel
@@ -55,11 +56,16 @@ def teacher_dir(tmp_path_factory):
 
 @pytest.mark.parametrize('objective', ['ct', 'cd', 'meanflow'])
 def test_train_and_draw_in_one_and_two_steps(objective, request, tmp_path):
-  overrides = ({'training.teacher_workdir': request.getfixturevalue('teacher_dir')}
-               if objective == 'cd' else {})
+  overrides = ({'training.teacher_workdir': request.getfixturevalue('teacher_dir'),
+                'training.teacher_init': True} if objective == 'cd' else {})
   config = _config(rf_mixture if objective == 'meanflow' else ve_mixture, objective, **overrides)
   state = training.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 2
+  if objective == 'cd':   # started from the teacher: two small Adam steps away from it
+    start = score_sde.load(config.training.teacher_workdir).params
+    gap = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                       state.params, start)
+    assert max(jax.tree.leaves(gap)) < 3 * config.optim.lr
   with np.load(os.path.join(tmp_path, 'samples', 'step_2.npz')) as f:
     two = f['samples']
   assert two.shape == (64, 2) and np.all(np.isfinite(two))
@@ -110,6 +116,7 @@ def test_bad_input_is_one_line(tmp_path):
   fails(_config(objective='ct', **{'sampling.method': 'heun'}), "few_step' only, not 'heun'")
   fails(_config(rf_mixture, 'meanflow', **{'model.two_times': False}), 'model.two_times=True')
   fails(_config(**{'training.teacher_workdir': str(tmp_path)}), 'has no effect')
+  fails(_config(**{'training.teacher_init': True}), 'teacher_init has no effect')
   sde = sde_lib.get_sde(_config())
   times = schedules.get_time_grid('edm', sde, 4, 1e-3)
   grid = grid_files.write_grid(str(tmp_path / 'grid.json'), times,
@@ -130,7 +137,9 @@ def test_teacher_must_fit_the_student(tmp_path):
   cases = [(_config(rf_mixture), r'trained with RectifiedFlow\(.*this run has VESDE\('),
            (_config(**{'model.sigma_max': 5.0}), r'VESDE\(sigma_min=0.01, sigma_max=5.0'),
            (_config(**{'data.dim': 3}), r'data of shape \(3,\); this run has \(2,\)'),
-           (_config(objective='ct'), "few-step model .*'ct'")]
+           (_config(objective='ct'), "few-step model .*'ct'"),
+           (_config(**{'model.nf': 16}), 'teacher_init=True .* model.nf is 16 there and 32 here')]
+  student.training.teacher_init = True
   for i, (config, match) in enumerate(cases):
     student.training.teacher_workdir = _stored(config, tmp_path / str(i))
     with pytest.raises(ConfigError, match=match) as info:
