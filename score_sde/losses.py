@@ -61,11 +61,12 @@ def check_objective(objective, *, continuous=True, likelihood_weighting=False, e
     return
   if objective not in consistency.OBJECTIVES:
     parameterization.check(objective, 'training.objective')
+  few_step = objective in consistency.OBJECTIVES   # EDM's preconditioning suits them
   clash = ('training.continuous=False' if not continuous else
            'training.likelihood_weighting=True' if likelihood_weighting else
-           "model.precond='edm'" if edm is not None else None)
+           "model.precond='edm'" if edm is not None and not few_step else None)
   if clash:
-    if objective in consistency.OBJECTIVES:
+    if few_step:
       raise ConfigError(f'training.objective={objective!r} cannot be combined with {clash}: '
                         'the few-step objectives are continuous-time with their own weights.')
     raise ConfigError(f'training.objective={objective!r} cannot be combined with {clash}: it '

@@ -145,3 +145,18 @@ def test_teacher_must_fit_the_student(tmp_path):
     with pytest.raises(ConfigError, match=match) as info:
       teacher.check(student)
     assert '\n' not in str(info.value)
+
+
+def test_consistency_objectives_take_edm_preconditioning():
+  """A consistency model's network may be EDM-preconditioned (the usual choice): the loss builds
+  and traces (unlike the unweighted regression objectives, which refuse EDM's weighting)."""
+  config = _config(objective='cd', **{'model.precond': 'edm'})
+  sde, model = sde_lib.get_sde(config), models.get_model(config)
+  params = jax.eval_shape(lambda: train_state.restore_template(config, model)).params
+  options = losses.few_step_options(config, toy.gaussian_mixture().score_fn(sde))
+  loss_fn = losses.get_loss_fn(sde, model, train=True, objective='cd', few_step=options)
+  x = jax.ShapeDtypeStruct((8, 2), np.float32)
+  loss, per_example = jax.eval_shape(loss_fn, params, x, jax.random.PRNGKey(2), 0)
+  assert loss.shape == () and per_example.shape == (8,)
+  with pytest.raises(ConfigError, match="'x0' cannot be combined with model.precond='edm'"):
+    losses.get_loss_fn(sde, model, train=True, objective='x0')
