@@ -34,6 +34,11 @@ SAMPLERS = {
     'pc200': dict(method='pc', predictor='euler_maruyama', corrector='none', num_steps=200),
     'ancestral100': dict(method='pc', predictor='ancestral_sampling', corrector='none',
                          num_steps=100),
+    'dpm_solver2': dict(method='dpm_solver', order=2, num_steps=2),
+    # models trained for few steps (training.objective 'ct' | 'cd' | 'meanflow') only
+    'few_step1': dict(method='few_step', num_steps=1),
+    'few_step2': dict(method='few_step', num_steps=2),
+    'few_step2_logsnr': dict(method='few_step', num_steps=2, time_schedule='logsnr'),
 }
 
 
