@@ -64,11 +64,16 @@ class DigitsClassifier:
 
 
 def _flatten(images) -> np.ndarray:
+  """(n, s, s[, 1]) images in [0, 1] -> (n, 256); other sizes than 16 (the 8 px digits' samples)
+  are quantised to 8 bits and resized as ``to_classifier_input`` does, as the data is made."""
   x = np.asarray(images, np.float64)
   if x.ndim == 4 and x.shape[-1] == 1:
     x = x[..., 0]
+  if x.ndim == 3 and x.shape[1] == x.shape[2] and x.shape[1] != IMAGE_SIZE:
+    pixels = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)[..., None]
+    x = to_classifier_input(pixels)[..., 0]
   if x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-    raise DataError(f'The digits classifier takes (n, {IMAGE_SIZE}, {IMAGE_SIZE}[, 1]) images '
+    raise DataError(f'The digits classifier takes (n, size, size[, 1]) images '
                     f'in [0, 1], got shape {np.shape(images)}.')
   return x.reshape(len(x), -1)
 
@@ -128,7 +133,8 @@ def to_classifier_input(images) -> np.ndarray:
 
 def quality(clf: DigitsClassifier, images, reference) -> dict[str, float]:
   """{'frechet': Fréchet distance of ``images`` to ``reference`` in the classifier's features,
-  'confidence': mean max-softmax of ``images``}; both (n, 16, 16[, 1]) in [0, 1]."""
+  'confidence': mean max-softmax of ``images``}; both (n, s, s[, 1]) in [0, 1] (s = 16, or any size
+  resized as the data is: ``_flatten``)."""
   images = np.clip(np.asarray(images, np.float64), 0.0, 1.0)
   mu1, sigma1 = metrics.feature_statistics(clf.features(images))
   mu2, sigma2 = metrics.feature_statistics(clf.features(reference))
