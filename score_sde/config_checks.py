@@ -245,6 +245,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   _built('model', lambda: models.get_model(config))
   _built('optimizer', lambda: train_state.get_optimizer(config.optim, config.training.n_iters))
   if mode == 'train':
+    datasets.contexts.check_training_data(config)
     _check_batch(config, 'training.batch_size', n)
     _check_batch(config, 'eval.batch_size', n)
   if mode == 'eval':

@@ -108,6 +108,11 @@ def test_context_settings_that_cannot_work_are_one_line():
   config.data.dataset = 'cifar10'
   with pytest.raises(ConfigError, match="'captions' is available for"):
     config_checks.check(config, 'train', 1)
+  config = digits_text.get_config()
+  config.data.context = None
+  with pytest.raises(ConfigError, match=r"cross-attends to per-example contexts: set data.context"):
+    config_checks.check(config, 'train', 1)
+  config_checks.check(config, 'sample', 1)     # sampling with --prompt needs no data contexts
 
 
 def test_prompts_of_a_caption_model_are_word_contexts():

@@ -60,6 +60,14 @@ def check_config(config) -> None:
     raise ConfigError(f"data.context={context!r}: give 'captions' or an .npz of embeddings.")
 
 
+def check_training_data(config) -> None:
+  """A ConfigError, before any work, for training a cross-attention model on data without
+  per-example contexts (sampling with ``--prompt`` needs none)."""
+  if config.model.name == 'unet_condition' and not config.data.get('context'):
+    raise ConfigError("model.name='unet_condition' cross-attends to per-example contexts: set "
+                      "data.context ('captions' or an .npz of embeddings) to train it.")
+
+
 def _folder_captions(root: str) -> dict[str, str]:
   path = os.path.join(root, CAPTIONS_FILE)
   if not os.path.isfile(path):
