@@ -65,9 +65,7 @@ def main(argv):
       fds, confs, sure, nfe = [], [], [], None
       for seed in range(args.seeds):
         out = run.sample(args.num_samples, seed=seed, show_progress=False, **SAMPLERS[name])
-        images = np.clip(np.asarray(out.images, np.float64), 0.0, 1.0)
-        if images.shape[1] != digits_classifier.IMAGE_SIZE:   # scored as the 16 px data is made
-          images = digits_classifier.to_classifier_input(np.round(images * 255).astype(np.uint8))
+        images = digits_classifier.at_classifier_size(np.clip(out.images, 0.0, 1.0))
         q = digits_classifier.quality(clf, images, x_train)
         fds.append(q['frechet'])
         confs.append(q['confidence'])

@@ -221,7 +221,7 @@ def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarra
     return scatter_2d(samples, path, data=data, title=title)
   from score_sde import datasets   # the inverse scaler of the config's data
   images = np.asarray(datasets.get_data_inverse_scaler(config)(samples))[:max_images]
-  return image_grid(_enlarged(images, VIEW_SIZE) if images.shape[1] < VIEW_SIZE else images, path)
+  return image_grid(_enlarged(images, VIEW_SIZE), path)   # no change from VIEW_SIZE px up
 
 
 def image_panels(rows: Sequence[Sequence[tuple]], path: str,

@@ -63,15 +63,24 @@ class DigitsClassifier:
     return float(np.mean(self.probabilities(images).argmax(1) == np.asarray(labels)))
 
 
-def _flatten(images) -> np.ndarray:
-  """(n, s, s[, 1]) images in [0, 1] -> (n, 256); other sizes than 16 (the 8 px digits' samples)
-  are quantised to 8 bits and resized as ``to_classifier_input`` does, as the data is made."""
+def at_classifier_size(images) -> np.ndarray:
+  """Float images (n, s, s, 1) in [0, 1] of any size s -> (n, 16, 16, 1): other sizes than 16
+  (the 8 px digits' samples) quantised to 8 bits and resized by ``to_classifier_input``, as the
+  16 px data is made; anything else is returned as it is."""
   x = np.asarray(images, np.float64)
+  if x.ndim == 4 and x.shape[1] == x.shape[2] != IMAGE_SIZE and x.shape[-1] == 1:
+    return to_classifier_input(np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8))
+  return x
+
+
+def _flatten(images) -> np.ndarray:
+  """(n, s, s[, 1]) images in [0, 1] -> (n, 256), through ``at_classifier_size``."""
+  x = np.asarray(images, np.float64)
+  if x.ndim == 3:
+    x = x[..., None]
+  x = at_classifier_size(x)
   if x.ndim == 4 and x.shape[-1] == 1:
     x = x[..., 0]
-  if x.ndim == 3 and x.shape[1] == x.shape[2] and x.shape[1] != IMAGE_SIZE:
-    pixels = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)[..., None]
-    x = to_classifier_input(pixels)[..., 0]
   if x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
     raise DataError(f'The digits classifier takes (n, size, size[, 1]) images '
                     f'in [0, 1], got shape {np.shape(images)}.')
