@@ -27,11 +27,10 @@ import time
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from score_sde import checkpointing, datasets, generation
-from score_sde import models, parallel, progress, sde_lib, stored_config, train_state
+from score_sde import datasets, generation
+from score_sde import parallel, progress, runs, sde_lib
 from score_sde.errors import DataError, MissingFileError
 from score_sde.models import prompts as prompt_lib
 from score_sde.models import utils as mutils
@@ -200,22 +199,6 @@ class Run:
     return self._compiled[key]
 
 
-def stored_run_config(workdir: str, step: int | None = None):
-  """The config ``workdir``'s checkpoint ``step`` (default: the latest) was trained with, else
-  its ``config.json``."""
-  directory = checkpointing.checkpoint_dir(workdir)
-  if os.path.isdir(directory):
-    ckpt = checkpointing.Checkpointer(directory, read_only=True)
-    try:
-      at = ckpt.latest_step() if step is None else step
-      stored = ckpt.stored_config(at) if at is not None else None
-    finally:
-      ckpt.close()
-    if stored is not None:
-      return stored_config.with_schema_defaults(stored_config.config_from_dict(stored))
-  return stored_config.load_json(workdir)
-
-
 def load(workdir: str, step: int | None = None, ema: bool = True, config=None,
          devices: Sequence | None = None) -> Run:
   """The run in ``workdir`` at checkpoint ``step`` (default: the latest).
@@ -227,16 +210,9 @@ def load(workdir: str, step: int | None = None, ema: bool = True, config=None,
   """
   if not os.path.isdir(workdir):
     raise MissingFileError(f'{workdir} does not exist: give the --workdir of a trained run.')
-  config = config if config is not None else stored_run_config(workdir, step)
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
-  try:
-    model = models.get_model(config)
-    template = jax.eval_shape(lambda: train_state.restore_template(config, model))
-    state, _ = ckpt.restore(template, step, config=config)
-  finally:
-    ckpt.close()
-  params = jax.tree.map(jnp.asarray, state.ema_params if ema else state.params)
-  return Run(workdir=os.path.abspath(workdir), config=config, step=int(state.step),
+  config = config if config is not None else runs.stored_run_config(workdir, step)
+  model, params, step = runs.restore(workdir, config, step, ema)
+  return Run(workdir=os.path.abspath(workdir), config=config, step=step,
              params=params, sde=sde_lib.get_sde(config), model=model, ema=ema,
              devices=tuple(devices) if devices is not None else None)
 

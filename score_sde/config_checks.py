@@ -231,6 +231,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   import jax
 
   from score_sde import datasets, models, sampling, sde_lib, train_state
+  from score_sde.sampling import autoguidance
   if mode not in MODES:
     raise ValueError(f'Unknown mode {mode!r}; valid: {list(MODES)}.')
   n = num_local_devices or jax.local_device_count()
@@ -239,6 +240,7 @@ def check(config, mode: str = 'train', num_local_devices: int | None = None) -> 
   _check_effective(config)
   _check_few_step(config)
   _check_posthoc_and_clip(config)
+  autoguidance.check(config)
   datasets.latents.check_config(config)
   datasets.contexts.check_config(config)
   sde = _built('SDE', lambda: sde_lib.get_sde(config))

@@ -1,6 +1,6 @@
 """Drawing samples from a trained model on all devices: the one place samplers meet models.
 
-model -> score_fn (plain, classifier-free or classifier guided; x0 clipped if asked) -> sampler (any METHODS entry,
+model -> score_fn (plain, classifier-free or classifier guided, autoguided; x0 clipped if asked) -> sampler (any METHODS entry,
 or the PC inpainter / colorizer) on every device of every host (``get_sample_fn``), and ``draw``,
 the one loop that calls it until enough samples are drawn. sample.py, the training loop's
 snapshots, the evaluation loop and the experiment runner all sample through here.
@@ -21,18 +21,29 @@ from score_sde.datasets import latents
 from score_sde.errors import ConfigError, DataError
 from score_sde.models import classifier as classifiers
 from score_sde.models import utils as mutils
-from score_sde.sampling import controllable_generation, guidance, x0_clip
+from score_sde.sampling import autoguidance, controllable_generation, guidance, x0_clip
 
 
-def _score_builder(config, sde, model, classifier=None) -> Callable:
+def _score_builder(config, sde, model, classifier=None, guide=None) -> Callable:
   """make(params, inputs) -> score_fn(x, t), traced on each device: plain; classifier-free
   guided (``inputs['labels']`` on a class-conditional model, ``inputs['context']`` against
   ``inputs['null_context']`` on a context-conditional one); or, with ``classifier``, the
   unconditional score plus the classifier's gradient (params is then (model, classifier)).
-  A MeanFlow model (training.objective='meanflow') gives its average velocity u(x, r, t)."""
+  With an autoguidance ``guide`` that score is guided away from the guide's (params is then
+  (those params, the guide's)). A MeanFlow model (training.objective='meanflow') gives its
+  average velocity u(x, r, t)."""
   continuous = config.training.continuous
   if config.training.get('objective') == 'meanflow':
     return lambda params, inputs: mutils.get_average_velocity_fn(sde, model, params)
+  if guide is not None:
+    unguided = _score_builder(config, sde, model, classifier)
+    scale = float(config.sampling.autoguidance_scale)
+
+    def make_autoguided(params, inputs):
+      params, guide_params = params
+      return autoguidance.autoguided_score_fn(unguided(params, inputs),
+                                              guide.score_fn(sde, guide_params), scale)
+    return make_autoguided
 
   def make(params, inputs):
     if classifier is not None:   # the paper's way: unconditional score + classifier gradient
@@ -75,13 +86,17 @@ class SampleFn:
   images; ``draw`` applies it."""
 
   def __init__(self, per_device: Callable, mesh, batch_size: int, input_keys: tuple[str, ...],
-               decode: Callable[[np.ndarray], np.ndarray] | None = None):
+               decode: Callable[[np.ndarray], np.ndarray] | None = None,
+               guide_params: Any = None):
     self.mesh, self.batch_size, self.input_keys = mesh, batch_size, input_keys
-    self.decode = decode
+    self.decode, self.guide_params = decode, guide_params
     self._step = parallel.sampling_step(per_device, mesh)
     self._fits = False
 
   def put_params(self, params: Any) -> Any:
+    """The model's parameters (with the autoguidance guide's, if any) on every device."""
+    if self.guide_params is not None:
+      params = (params, self.guide_params)
     return parallel.replicate_global(params, self.mesh)
 
   def _args(self, params, inputs, rng):
@@ -119,14 +134,16 @@ def get_sample_fn(config, sde, model, devices: Sequence | None = None, *,
   batch_size = config.sampling.batch_size
   per_device = parallel.per_device_batch_size(batch_size, len(mesh.local_devices))
   shape = (per_device,) + datasets.sample_shape(config)
-  make_score = _score_builder(config, sde, model, classifier)
+  guide = autoguidance.load(config)
+  make_score = _score_builder(config, sde, model, classifier, guide)
   draw_one = _sampler_builder(config, sde, shape, tuple(input_keys))
 
   def per_device_fn(params, inputs, rng):
     score_fn = x0_clip.from_config(config, sde, make_score(params, inputs))
     return draw_one(rng, wrap_score(score_fn) if wrap_score else score_fn, inputs)
   decode = latents.get_decoder(config) if config.data.get('latents') else None
-  return SampleFn(per_device_fn, mesh, batch_size, tuple(input_keys), decode)
+  return SampleFn(per_device_fn, mesh, batch_size, tuple(input_keys), decode,
+                  guide.params if guide is not None else None)
 
 
 def draw(sample_fn: SampleFn, params: Any, rng, num_samples: int,

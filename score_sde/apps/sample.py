@@ -337,7 +337,7 @@ def load_unet_weights(path: str, model):
 
 def output_name(kind: str, step: int, config, nfe: int, inputs: dict) -> str:
   """What made the samples: ``<kind>_step<step>_<method>[_<inputs>]_nfe<NFE>_seed<seed>[_<tag>]``
-  (inpainting and colorization name their PC sampler; guidance its scale)."""
+  (inpainting and colorization name their PC sampler; guidance and autoguidance their scale)."""
   s = config.sampling
   parts = [kind, f'step{step}']
   if 'image' in inputs:
@@ -352,6 +352,8 @@ def output_name(kind: str, step: int, config, nfe: int, inputs: dict) -> str:
                  else f'w{s.guidance_scale:g}')
   if 'context' in inputs:
     parts.append(f'prompt-w{s.guidance_scale:g}')
+  if s.autoguidance_workdir is not None:
+    parts.append(f'autoguided{s.autoguidance_scale:g}')
   parts += [f'nfe{nfe}', f'seed{FLAGS.seed}'] + ([FLAGS.tag] if FLAGS.tag else [])
   return '_'.join(parts)
 
