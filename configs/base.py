@@ -182,6 +182,8 @@ def get_base_config():
   model.unet_channels = placeholder(tuple)   # None: the preset's block_out_channels
   model.context_dim = placeholder(int)   # D; None: the preset's cross_attention_dim
   model.context_length = 77              # L (CLIP's 77 tokens)
+  model.unclip_tokens = 4                # unCLIP's decoder (models/unclip.py, 'unclip_decoder'):
+                                         # context tokens projected from the image embedding
 
   # Text conditioning (sample.py --prompt): a transformers CLIPTextModel folder (config.json +
   # model.safetensors) and a tokenizer folder (vocab.json + merges.txt), e.g. the text_encoder/
@@ -204,6 +206,24 @@ def get_base_config():
   classifier.lr = 1e-3
   classifier.log_freq = 100
   classifier.snapshot_freq = 1000        # saved every snapshot_freq steps, at the end and on SIGTERM
+
+  # The CLIP-style contrastive pair of unCLIP (models/contrastive.py): a text encoder over a
+  # caption's words and an image encoder into one space of unit vectors, trained by
+  # `train.py --mode=train_contrastive` into <workdir>/contrastive (symmetric InfoNCE).
+  config.contrastive = contrastive = ml_collections.ConfigDict()
+  contrastive.embed_dim = 32             # D of both embeddings
+  contrastive.context_length = 4         # L: words per caption
+  contrastive.text_width = 64
+  contrastive.text_layers = 1
+  contrastive.text_heads = 4
+  contrastive.image_channels = (16, 32)  # conv widths, each followed by a 2x2 average pool
+  contrastive.image_hidden = 64
+  contrastive.n_iters = 600
+  contrastive.batch_size = 256
+  contrastive.lr = 2e-3
+  contrastive.log_freq = 100
+  contrastive.workdir = placeholder(str) # a trained pair's --workdir: prompts of a model
+                                         # conditioned on its text embeddings (the prior)
 
   # The KL autoencoder of latent diffusion (models/autoencoder.py, diffusers' AutoencoderKL),
   # trained by `train.py --mode=train_autoencoder` into <workdir>/autoencoder. SD 1.x's sizes.

@@ -71,11 +71,7 @@ def get_autoencoder_step_fn(model: ae_lib.AutoencoderKL, optimizer, kl_weight: f
     metrics = parallel.pmean({'loss': loss, **aux}, axis_name)
     if not train:
       return state, metrics
-    grads = parallel.pmean(grads, axis_name)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, ema_params=params,
-                         opt_state=opt_state), metrics
+    return train_state.apply_gradients(state, grads, optimizer, axis_name), metrics
   return step_fn
 
 

@@ -74,6 +74,18 @@ def get_classifier_optimizer(classifier_config) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(classifier_config.lr))
 
 
+def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation,
+                    axis_name: str | None = None) -> TrainState:
+  """One optimizer step of a state that keeps no EMA (``ema_params`` = ``params``: a classifier,
+  an autoencoder, a contrastive pair), ``grads`` averaged over the devices of ``axis_name``."""
+  from score_sde import parallel
+  grads = parallel.pmean(grads, axis_name)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return state.replace(step=state.step + 1, params=params, ema_params=params,
+                       opt_state=opt_state)
+
+
 def ema_update(params, ema_params, ema_rate: float):
   """The paper's EMA: ema <- rate * ema + (1 - rate) * params."""
   return optax.incremental_update(params, ema_params, 1.0 - ema_rate)

@@ -6,7 +6,9 @@ a run that has started, its stored config is the default --config (resume or eva
 ``--workdir`` alone). ``--mode=eval`` evaluates the checkpoints in the workdir (loss, bits/dim,
 samples; results in ``--eval_folder``, default ``<workdir>/eval``) instead of training;
 ``--mode=train_classifier`` trains the noise-conditional classifier of classifier guidance;
-``--mode=train_autoencoder`` the KL autoencoder of latent diffusion (``config.autoencoder``).
+``--mode=train_autoencoder`` the KL autoencoder of latent diffusion (``config.autoencoder``);
+``--mode=train_contrastive`` the CLIP-style text and image encoders of unCLIP
+(``config.contrastive``).
 Errors in the config or the command line are one line on stderr (``--traceback`` for the stack).
 """
 from absl import flags
@@ -18,9 +20,10 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file (default: the one '
                                 'stored in --workdir).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs and samples.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_classifier', 'train_autoencoder'],
-                  'Train, evaluate saved checkpoints, train the guidance classifier or the '
-                  'autoencoder of latent diffusion.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_classifier', 'train_autoencoder',
+                                    'train_contrastive'],
+                  'Train, evaluate saved checkpoints, train the guidance classifier, the '
+                  'autoencoder of latent diffusion or the contrastive encoders of unCLIP.')
 flags.DEFINE_string('eval_folder', 'eval', '--mode=eval: where results go, relative to --workdir '
                     '(or absolute).')
 flags.mark_flags_as_required(['workdir'])
@@ -38,6 +41,9 @@ def main(argv):
   elif FLAGS.mode == 'train_autoencoder':
     from score_sde import autoencoder_training
     autoencoder_training.train_autoencoder(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == 'train_contrastive':
+    from score_sde import contrastive_training
+    contrastive_training.train_contrastive(FLAGS.config, FLAGS.workdir)
   else:
     stop_signals.release()   # evaluation resumes where it stopped: a signal may end it at once
     from score_sde import evaluation
