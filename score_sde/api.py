@@ -100,12 +100,14 @@ class Run:
 
   def sample(self, n: int, method: str | None = None, *, seed: int = 0,
              labels: Sequence[int] | None = None, prompts: Sequence[str] | None = None,
-             batch_size: int | None = None, show_progress: bool = True,
-             **settings) -> Samples:
+             contexts: np.ndarray | None = None, batch_size: int | None = None,
+             show_progress: bool = True, **settings) -> Samples:
     """``n`` samples with ``method`` (default: the run's) and ``settings`` (``sampling.*`` keys,
     e.g. ``num_steps=20``, ``guidance_scale=2``). ``labels`` (cycled to n) sample a
     class-conditional model, ``prompts`` (cycled) a text-conditional one (``sample.py
-    --prompt``'s encoding, guided against the empty prompt); ``batch_size``: samples per sampler call over all devices
+    --prompt``'s encoding, guided against the empty prompt), ``contexts`` (P, L, D) (cycled) a
+    context-conditional one directly (e.g. unCLIP's decoder: image embeddings), guided against
+    the zero null context; ``batch_size``: samples per sampler call over all devices
     (default: the run's ``sampling.batch_size``, at most n rounded up to the devices)."""
     config, _ = sampler_settings.for_method(self.config, method, settings)
     s = config.sampling
@@ -118,6 +120,11 @@ class Run:
       inputs['labels'] = np.asarray(labels, np.int32).reshape(-1)
     if prompts is not None:
       inputs.update(prompt_lib.contexts(config, self.model, prompts))
+    if contexts is not None:
+      if prompts is not None:
+        raise DataError('Give prompts or contexts, not both: prompts are encoded into contexts.')
+      contexts = np.asarray(contexts, np.float32)
+      inputs.update(context=contexts, null_context=np.zeros_like(contexts[:1]))
     if inputs:
       generation.check_inputs(config, self.model, inputs)
     sample_fn, tracker = self._sample_fn(config, tuple(inputs))

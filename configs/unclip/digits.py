@@ -18,4 +18,9 @@ CONTRASTIVE_WORKDIR = 'runs/unclip'
 
 
 def get_config():
-  return text_digits.get_config()
+  config = text_digits.get_config()
+  config.data.context = f'{CONTRASTIVE_WORKDIR}/contrastive/image_embeddings.npz'
+  model = config.model
+  model.name = 'unclip_decoder'
+  model.context_length, model.context_dim = 1, config.contrastive.embed_dim
+  return config

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from score_sde import errors, parallel
-from score_sde.datasets import contexts, digits, folder, latents, pipeline, tfds_images, toy
+from score_sde.datasets import contexts, digits, embeddings, folder, latents, pipeline, tfds_images, toy
 
 
 def sample_shape(config) -> tuple[int, ...]:
@@ -121,7 +121,9 @@ DATASETS: dict[str, Callable] = {
     **{name: _tfds_builder(name) for name in tfds_images.TFDS_DATASETS},
     'folder': _folder_source,
     'digits': digits.get_source,
+    'embeddings': embeddings.get_source,   # vectors (unCLIP's prior), not images
 }
+VECTOR_DATASETS = ('embeddings',)
 
 
 def valid_dataset_names() -> list[str]:
@@ -170,8 +172,8 @@ def get_dataset(config, split: str = 'train', num_local_devices: int | None = No
     raise errors.ConfigError(unknown_dataset_message(name))
   image_source, preprocess, _ = DATASETS[name](config, split)
   data = config.data
-  source, pixels = image_source, not data.get('latents')
-  if not pixels:   # the split encoded once by data.latents' autoencoder (datasets/latents.py)
+  source, pixels = image_source, not data.get('latents') and name not in VECTOR_DATASETS
+  if data.get('latents'):   # the split encoded once by data.latents' autoencoder (latents.py)
     source, preprocess, _ = latents.get_source(config, split, (source, preprocess, _))
   if data.get('context'):   # captions or embeddings beside each example (datasets/contexts.py)
     source, preprocess = contexts.attach(config, split, image_source, source, preprocess)

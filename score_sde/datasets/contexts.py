@@ -23,10 +23,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from score_sde.datasets import captions
+from score_sde.datasets import captions, embeddings
 from score_sde.errors import ConfigError, DataError, MissingFileError
 
 CAPTIONS_FILE = 'captions.txt'
+# Models conditioned on a context: SD's UNet (cross-attention), unCLIP's decoder (an embedding),
+# and the MLP when model.context_dim is set (unCLIP's prior).
+CONTEXT_MODELS = ('unet_condition', 'unclip_decoder', 'mlp')
+
+
+def takes_context(config) -> bool:
+  m = config.model
+  return m.name in CONTEXT_MODELS and (m.name != 'mlp' or m.get('context_dim') is not None)
 CAPTIONED = ('digits', 'folder')
 
 
@@ -50,9 +58,9 @@ def _with_context(preprocess: Callable, item: dict[str, Any]) -> dict[str, Any]:
 def check_config(config) -> None:
   """One-line ConfigErrors for ``data.context`` settings that cannot work (before any work)."""
   name, context = config.model.name, config.data.get('context')
-  if context and name != 'unet_condition':
+  if context and not takes_context(config):
     raise ConfigError(f'data.context={context!r} has no effect: model {name!r} takes no context '
-                      "(model.name='unet_condition' cross-attends to it).")
+                      f"(models {list(CONTEXT_MODELS)} do; 'mlp' with model.context_dim).")
   if context == 'captions' and config.data.dataset not in CAPTIONED:
     raise ConfigError(f"data.context='captions' is available for {list(CAPTIONED)}, not "
                       f'{config.data.dataset!r}; give an .npz of embeddings instead.')
@@ -63,8 +71,8 @@ def check_config(config) -> None:
 def check_training_data(config) -> None:
   """A ConfigError, before any work, for training a cross-attention model on data without
   per-example contexts (sampling with ``--prompt`` needs none)."""
-  if config.model.name == 'unet_condition' and not config.data.get('context'):
-    raise ConfigError("model.name='unet_condition' cross-attends to per-example contexts: set "
+  if takes_context(config) and not config.data.get('context'):
+    raise ConfigError(f"model.name={config.model.name!r} cross-attends to per-example contexts: set "
                       "data.context ('captions' or an .npz of embeddings) to train it.")
 
 
@@ -106,13 +114,8 @@ def split_captions(config, split: str, image_source) -> list[str]:
 
 
 def _embeddings(path: str, split: str, size: int) -> np.ndarray:
-  if not os.path.isfile(path):
-    raise MissingFileError(f'data.context={path!r} does not exist: an .npz with one (N, L, D) '
-                           "array per split ('train', 'test').")
-  with np.load(path) as f:
-    if split not in f.files:
-      raise DataError(f'{path!r} has arrays {f.files}; the {split!r} split needs one.')
-    arrays = np.asarray(f[split], np.float32)
+  arrays = embeddings.read_split(path, split, f'data.context={path!r} does not exist: an .npz '
+                                "with one (N, L, D) array per split ('train', 'test').")
   if arrays.ndim != 3 or len(arrays) != size:
     raise DataError(f'{path!r}[{split!r}] has shape {arrays.shape}; the split has {size} '
                     'examples: give (N, L, D) = '

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from score_sde.errors import ConfigError
 from score_sde.datasets import latents
-from score_sde.models import ddpm, dit, mlp, ncsnpp, ncsnv2, unet_condition
+from score_sde.models import ddpm, dit, mlp, ncsnpp, ncsnv2, unclip, unet_condition
 
 MODELS = {
     'mlp': mlp.from_config,
@@ -24,6 +24,7 @@ MODELS = {
     'ncsnv2_256': ncsnv2.from_config,
     'dit': dit.from_config,
     'unet_condition': unet_condition.from_config,   # Stable Diffusion's, diffusers' layout
+    'unclip_decoder': unclip.decoder_from_config,   # the UNet driven by an image embedding
 }
 
 # Models with a class embedding (model.class_conditional).

@@ -37,6 +37,9 @@ class MLP(nn.Module):
   Fourier time embeddings see log(labels); positional ones see the labels themselves.
   With ``scale_by_sigma`` (VE) the output is divided by sigma, as NCSN++ does.
   With ``num_classes``, a class embedding of ``class_labels`` (B,) is added to temb.
+  With ``context_dim``, a context (B, context_length, context_dim) (e.g. unCLIP's prior: the
+  text embedding, (B, 1, D)) enters as Dense(flatten(context)) added to temb; the zero context
+  is the null condition of classifier-free guidance.
   With ``two_times`` (MeanFlow's u(x, r, t)), a positional embedding of ``interval`` (B,) (the
   span t - r as a label, ``models.utils.get_average_velocity_fn``; 0 when not given) is added
   to temb too.
@@ -50,10 +53,13 @@ class MLP(nn.Module):
   scale_by_sigma: bool = False
   num_classes: int | None = None
   two_times: bool = False
+  context_dim: int | None = None
+  context_length: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False, class_labels=None, interval=None):
+  def __call__(self, x, labels, train: bool = False, class_labels=None, interval=None,
+               context=None):
     if self.embedding_type == 'fourier':
       temb = embeddings.GaussianFourierProjection(self.nf // 2, self.fourier_scale)(jnp.log(labels))
     elif self.embedding_type == 'positional':
@@ -64,6 +70,9 @@ class MLP(nn.Module):
     temb = nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(temb)))
     if self.num_classes:
       temb = temb + embeddings.class_embedding(class_labels, self.num_classes, self.nf)
+    if self.context_dim:
+      temb = temb + nn.Dense(self.nf, name='context_embedding')(
+          context.reshape(context.shape[0], -1))
     if self.two_times:
       interval = jnp.zeros_like(labels) if interval is None else interval
       span = embeddings.get_timestep_embedding(interval, self.nf)
@@ -99,4 +108,6 @@ def from_config(config) -> MLP:
       nf=m.nf, two_times=two_times, num_layers=m.num_layers, embedding_type=m.embedding_type,
       fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,
       scale_by_sigma=m.scale_by_sigma,
-      num_classes=config.data.num_classes if m.class_conditional else None, **options))
+      num_classes=config.data.num_classes if m.class_conditional else None,
+      context_dim=m.get('context_dim'), context_length=int(m.get('context_length', 1)),
+      **options))

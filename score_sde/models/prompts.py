@@ -23,7 +23,7 @@ import numpy as np
 
 from score_sde import reporting
 from score_sde.errors import ConfigError, DataError
-from score_sde.models import convert_clip, tokenizer
+from score_sde.models import convert_clip, tokenizer, unclip
 from score_sde.models import utils as mutils
 
 
@@ -95,9 +95,32 @@ def word_encoder(config, model) -> Callable[[Sequence[str]], np.ndarray]:
   return lambda prompts: captions.word_contexts(prompts, vocabulary, length, what='Prompt')
 
 
+def embedding_encoder(config, model) -> Callable[[Sequence[str]], np.ndarray]:
+  """``encode(prompts) -> (P, 1, D)``: the text embeddings of the contrastive pair trained in
+  ``config.contrastive.workdir``, for a model conditioned on them (unCLIP's prior)."""
+  from score_sde.checkpointing import contrastive as ckpt_contrastive
+  trained = ckpt_contrastive.load_pair(config.contrastive.workdir)
+  shape = mutils.context_shape(model)
+  if shape != (1, trained.embed_dim):
+    raise ConfigError(f'The contrastive pair of config.contrastive.workdir='
+                      f'{config.contrastive.workdir!r} embeds prompts in {trained.embed_dim}-d; '
+                      f'the model reads {shape} contexts (model.context_length, '
+                      'model.context_dim).')
+  return lambda prompts: trained.encode_text(prompts)[:, None]
+
+
 def contexts(config, model, prompts: Sequence[str]) -> dict[str, np.ndarray]:
-  """{'context': (P, L, D), 'null_context': (1, L, D)}: the prompts' and the empty prompt's."""
+  """{'context': (P, L, D), 'null_context': (1, L, D)}: the prompts' and the empty prompt's
+  (a model conditioned on a contrastive pair's embeddings: the zero null context its training
+  dropout used)."""
   prompts = check_prompts(prompts, model)
+  if isinstance(getattr(model, 'net', model), unclip.UnCLIPDecoder):
+    raise ConfigError('The unCLIP decoder reads image embeddings, not prompts: generate them '
+                      "from the prompts with the prior's run (score_sde.unclip.text_to_image).")
+  if config.contrastive.get('workdir'):
+    encode = embedding_encoder(config, model)
+    found = encode(prompts)
+    return {'context': found, 'null_context': np.zeros_like(found[:1])}
   if not config.text.get('encoder') and config.data.get('context') == 'captions':
     encode = word_encoder(config, model)
   else:

@@ -248,13 +248,18 @@ class UNet2DConditionModel(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array,
-               train: bool = False) -> jax.Array:
+               train: bool = False, class_emb: jax.Array | None = None) -> jax.Array:
+    """``class_emb`` (B, 4 C_0), if given, is added to the time embedding (diffusers'
+    ``class_embed_type='identity'``, through which unCLIP's decoder adds its projected image
+    embedding); it adds no parameters."""
     del train   # no dropout: the same call as every score network's (models/__init__.py)
     channels = tuple(self.block_out_channels)
     last = len(channels) - 1
     temb = timestep_embedding(jnp.broadcast_to(t, x.shape[:1]), channels[0],
                               self.flip_sin_to_cos, self.freq_shift)
     temb = TimestepEmbedding(4 * channels[0], name='time_embedding')(temb)
+    if class_emb is not None:
+      temb = temb + class_emb
     h = _conv(channels[0], 'conv_in')(x)
     skips = [h]
     for i, kind in enumerate(self.down_block_types):
@@ -286,11 +291,16 @@ def from_preset(name: str, **overrides) -> UNet2DConditionModel:
 
 
 def from_config(config) -> nn.Module:
+  """``build(config)`` wrapped as ``model.precond`` asks (Stable Diffusion's own weights:
+  'paper', the eps network of 999 t)."""
+  return precond.wrap(config, build(config), 'positional')
+
+
+def build(config) -> UNet2DConditionModel:
   """``model.unet_preset`` with the data's channels, ``model.context_dim`` (None: the preset's
   cross_attention_dim) and ``model.context_length``; ``model.unet_channels`` (None: the
   preset's) replaces block_out_channels, keeping the preset's block types for that many blocks
-  (cross-attention in all but the lowest resolution, as SD). Wrapped as ``model.precond`` asks
-  (Stable Diffusion's own weights: 'paper', the eps network of 999 t)."""
+  (cross-attention in all but the lowest resolution, as SD)."""
   m, channels = config.model, config.data.num_channels
   overrides = dict(in_channels=channels, out_channels=channels,
                    context_length=int(m.context_length))
@@ -302,7 +312,7 @@ def from_config(config) -> nn.Module:
     overrides.update(block_out_channels=blocks,
                      down_block_types=(CROSS_DOWN,) * (n - 1) + (PLAIN_DOWN,),
                      up_block_types=(PLAIN_UP,) + (CROSS_UP,) * (n - 1))
-  return precond.wrap(config, from_preset(m.unet_preset, **overrides), 'positional')
+  return from_preset(m.unet_preset, **overrides)
 
 
 def param_shapes(model: UNet2DConditionModel, context_length: int = 77) -> Any:

@@ -38,9 +38,10 @@ def num_classes(model: nn.Module) -> int | None:
 
 
 def context_shape(model: nn.Module) -> tuple[int, int] | None:
-  """(L, D) of the context a context-conditional network cross-attends to, else None."""
+  """(L, D) of the context a context-conditional network reads (its ``context_dim``, or the
+  ``cross_attention_dim`` of one that cross-attends to it directly), else None."""
   net = getattr(model, 'net', model)
-  dim = getattr(net, 'cross_attention_dim', None)
+  dim = getattr(net, 'context_dim', None) or getattr(net, 'cross_attention_dim', None)
   return None if dim is None else (int(net.context_length), int(dim))
 
 
