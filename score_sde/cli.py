@@ -84,11 +84,20 @@ def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
   sys.exit(code)
 
 
+# ``--<config flag>.<path>=None`` overrides, set after parsing: {flag name: [path, ...]}.
+_NONE_OVERRIDES: dict[str, list[str]] = {}
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with command-line and config-file problems as one short message."""
   try:
-    remaining = FLAGS(argv)
+    remaining = FLAGS(_take_none_overrides(argv))
     _raise_deferred_config_errors()
+    _set_none_overrides()
+  except errors.ScoreSDEError as e:
+    if '--traceback' in argv:
+      raise
+    fail(str(e))
   except Exception as e:  # noqa: BLE001  everything here is about the command line
     if '--traceback' in argv:
       raise
@@ -96,6 +105,47 @@ def parse_flags(argv: list[str]) -> list[str]:
   if 'config' in FLAGS and FLAGS['config'].value is None:
     fail(stored_config.missing_config_message(argv))
   return remaining
+
+
+def _take_none_overrides(argv: list[str]) -> list[str]:
+  """``argv`` without its ``--<config flag>.<path>=None``, kept in ``_NONE_OVERRIDES``:
+  ml_collections would read 'None' as a string (or fail to read it as a number)."""
+  _NONE_OVERRIDES.clear()
+  kept = []
+  for arg in argv:
+    name, _, path = arg[2:].partition('=')[0].partition('.')
+    if arg.startswith('--') and path and arg.endswith('=None') and name in FLAGS:
+      _NONE_OVERRIDES.setdefault(name, []).append(path)
+    else:
+      kept.append(arg)
+  return kept
+
+
+def _set_none_overrides() -> None:
+  """Sets each ``--<flag>.<path>=None`` where the field may be None: it is None in the config,
+  or a typed placeholder (``ml_collections.config_dict.placeholder``: the schema's "no value");
+  any other field raises ``ConfigError`` in one line."""
+  for name, paths in _NONE_OVERRIDES.items():
+    for path in paths:
+      *parents, key = path.split('.')
+      node = FLAGS[name].value
+      for part in parents:
+        node = node[part]
+      if key not in node:
+        node[key]   # the KeyError (with ml_collections' suggestion) of a misspelt key
+      # A placeholder stays a FieldReference in the ConfigDict's fields, whatever its value.
+      optional = node[key] is None or type(node._fields[key]).__name__ == 'FieldReference'
+      if not optional:
+        raise errors.ConfigError(
+            f'--{name}.{path}=None: {path} cannot be None (it is {node[key]!r} here, and not '
+            'optional); give a value.')
+      node[key] = None
+
+
+def none_overrides(name: str = 'config') -> dict[str, None]:
+  """{path: None} of the ``--<name>.<path>=None`` of the command line, which
+  ``config_flags.get_override_values`` does not list (they are set after parsing)."""
+  return dict.fromkeys(_NONE_OVERRIDES.get(name, []))
 
 
 def _raise_deferred_config_errors() -> None:

@@ -116,3 +116,30 @@ def test_plan_expands_sampler_setting_axes_and_nfe_budgets():
   assert sorted({dict(c.settings)['num_steps'] for c in cells if c.sampler == 'heun'}) == [3, 5]
   assert all(c.nfe_budget is None for c in cells if c.sampler.startswith('ode'))
   assert len(cells) == len(variants) * 4   # one seed per trained model
+
+
+def test_samplers_that_do_not_fit_a_model_are_skipped_with_the_reason(tmp_path):
+  """A few-step model under a score model's sampler, and a score model under 'few_step': those
+  cells are not run (nor is a model trained for nothing) and the table says why."""
+  spec = tiny_spec()
+  spec.train_axes = {'kind': [
+      {'name': 'score', 'training.sde': 'vesde'},
+      {'name': 'ct', 'training.sde': 'vesde', 'training.objective': 'ct',
+       'sampling.method': 'few_step'}]}
+  spec.samplers = {'few': {'method': 'few_step'}, 'ddim': {'method': 'ddim'}}
+  spec.nfe, spec.seeds, spec.metrics = [2], [0], ['sliced_wasserstein']
+  _, cells = experiments.plan(spec)
+  skipped = {(c.variant.name, c.sampler): c.skipped for c in cells if c.skipped}
+  assert set(skipped) == {('kind-score', 'few'), ('kind-ct', 'ddim')}
+  assert "draws with 'few_step' only, not 'ddim'" in skipped['kind-ct', 'ddim']
+  assert 'skipped: 1 cells: a few-step model' in experiments.dry_run(spec)
+
+  # Run with 'few' only: the score model then has nothing to draw and is not trained.
+  del spec.samplers['ddim']
+  rows = experiments.run(spec, str(tmp_path))
+  assert [(r['kind'], r['sampler'], r['nfe'], r['skipped']) for r in rows] == [
+      ('score', 'few', None, skipped['kind-score', 'few']), ('ct', 'few', 2, None)]
+  assert rows[0]['sliced_wasserstein'] is None and rows[1]['sliced_wasserstein'] > 0
+  table = (tmp_path / 'results.md').read_text()
+  assert "| score | few | — | — | — | — | skipped: 'few_step' draws models trained for it" in table
+  assert sorted(os.listdir(tmp_path / 'models')) == ['kind-ct']

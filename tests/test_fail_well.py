@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from absl import flags
 
 import helpers
 from score_sde import checkpointing, config_checks, errors, losses, models, train_state
@@ -109,6 +110,8 @@ BAD_TRAIN_INPUTS = [
     (['--config.training.n_iter=5'], "Unknown config key 'n_iter' in --config.training.n_iter=5;"
                                      " did you mean 'n_iters'?"),
     (['--config.training.n_iters=abc'], "--config.training.n_iters=abc: invalid literal"),
+    (['--config.model.nf=None'], '--config.model.nf=None: model.nf cannot be None (it is 32 '
+                                 'here, and not optional); give a value.'),
     (['--config.model.nf=48'], 'model.nf = 32 there, 48 here'),
     (['--config.training.sde=vesde'], "training.sde = 'vpsde' there, 'vesde' here"),
     (['--config.optim.grad_clip=0'], 'optim.grad_clip = 1.0 there, 0.0 here'),
@@ -173,6 +176,18 @@ def test_every_shipped_config_passes_the_checks():
     # Stable Diffusion configs without data contexts sample converted weights (--prompt) only.
     sample_only = config.model.name == 'unet_condition' and not config.data.get('context')
     config_checks.check(config, 'sample' if sample_only else 'train')
+
+
+def test_none_on_the_command_line_is_none_for_optional_fields(capsys, reference):
+  """--config.x=None sets None where the field may be None (a typed placeholder, or None in the
+  config): not the string 'None', and no parse error for a number."""
+  code, _, err = run_cli(capsys, 'train.py', CONFIG, f'--workdir={reference}', *TINY,
+                         '--config.training.objective=None', '--config.eval.end_ckpt=None',
+                         '--config.data.num_classes=None', '--config.model.nf=48')
+  assert code == 2 and 'model.nf = 32 there, 48 here' in err   # the checks ran past them
+  config = flags.FLAGS.config
+  assert (config.training.objective, config.eval.end_ckpt, config.data.num_classes) == (
+      None, None, None)
 
 
 def test_sample_missing_workdir_says_so(capsys, tmp_path):

@@ -259,7 +259,7 @@ def sampler_config(config, overrides: dict):
 
 def main(argv):
   del argv
-  overrides = config_flags.get_override_values(FLAGS['config'])
+  overrides = {**config_flags.get_override_values(FLAGS['config']), **cli.none_overrides()}
   config = sampler_config(FLAGS.config, overrides)
   config_checks.check(config, 'sample')
   config_checks.check_sampling_overrides(config, overrides)

@@ -32,8 +32,8 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   del argv
   if FLAGS.mode == 'train':
-    config_checks.check_training_overrides(FLAGS.config,
-                                           config_flags.get_override_values(FLAGS['config']))
+    config_checks.check_training_overrides(
+        FLAGS.config, {**config_flags.get_override_values(FLAGS['config']), **cli.none_overrides()})
     training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == 'train_classifier':
     from score_sde import classifier_training

@@ -41,7 +41,13 @@ def aggregate(spec, cells: list[Cell], results: dict, model_results: dict | None
   rows = []
   for key, rs in groups.items():
     row = {**{p.split('.')[-1]: v for p, v in axis_values[key].items()}, 'sampler': key[1],
-           'nfe_budget': key[2], 'nfe': float(np.mean([r['nfe'] for r in rs])), 'seeds': len(rs)}
+           'nfe_budget': key[2]}
+    if rs[0].get('skipped'):   # the sampler does not fit the model: a row saying why
+      rows.append({**row, 'nfe': None, 'seeds': 0,
+                   **{k: None for m in spec.metrics for k in (m, m + '_se')},
+                   'sample_seconds': None, 'train_seconds': None, 'skipped': rs[0]['skipped']})
+      continue
+    row.update(nfe=float(np.mean([r['nfe'] for r in rs])), seeds=len(rs))
     for name in spec.metrics:
       if name in MODEL_METRICS:
         own = [m[name] for m in models.get(key, {}).values()]
@@ -58,6 +64,7 @@ def aggregate(spec, cells: list[Cell], results: dict, model_results: dict | None
     row['sample_seconds'] = float(np.mean([r['sample_seconds'] for r in rs]))
     trained = [r['train_seconds'] for r in rs if r['train_seconds'] is not None]
     row['train_seconds'] = float(np.mean(trained)) if trained else None   # None: a named run
+    row['skipped'] = None
     rows.append(row)
   return rows
 
@@ -68,13 +75,16 @@ def write_tables(rows: list[dict], spec, workdir: str) -> list[str]:
   fields = list(rows[0].keys())
   per_cell = sample_metrics(spec)
   axes = [k for k in fields if k not in ('sampler', 'nfe_budget', 'nfe', 'seeds', 'sample_seconds',
-                                         'train_seconds') and not k.endswith('_se')
+                                         'train_seconds', 'skipped') and not k.endswith('_se')
           and k not in spec.metrics]
-  header = axes + ['sampler', 'NFE'] + per_cell + ['sample s', 'train s']
-  cells = [[str(r[a]) for a in axes] + [r['sampler'], f'{r["nfe"]:.0f}']
-           + [reporting.format_value(r[m], r[m + '_se']) for m in per_cell]
-           + [f'{r["sample_seconds"]:.2f}', _seconds(r['train_seconds'])] for r in rows]
-  seeds = rows[0]['seeds']
+  skips = any(r['skipped'] for r in rows)
+  header = axes + ['sampler', 'NFE'] + per_cell + ['sample s', 'train s'] + ['note'] * skips
+  cells = [[str(r[a]) for a in axes] + [r['sampler']] + (
+      [f'{r["nfe"]:.0f}'] + [reporting.format_value(r[m], r[m + '_se']) for m in per_cell]
+      + [f'{r["sample_seconds"]:.2f}', _seconds(r['train_seconds'])] + [''] * skips
+      if not r['skipped'] else
+      ['—'] * (len(per_cell) + 3) + [f'skipped: {r["skipped"]}']) for r in rows]
+  seeds = max(r['seeds'] for r in rows)
   note = (f'Mean ± standard error over {seeds} {spec.seed_scope} seeds' if seeds > 1 else
           "One seed; ± is the metric's own standard error")
   note += (f'; {spec.num_samples} samples per cell. Metrics: {", ".join(per_cell)} '
@@ -85,7 +95,7 @@ def write_tables(rows: list[dict], spec, workdir: str) -> list[str]:
   text = reporting.markdown_table(header, cells) + '\n' + note + '\n'
   model_metrics = [m for m in spec.metrics if m in MODEL_METRICS]
   if model_metrics:
-    per_model = {tuple(r[a] for a in axes): r for r in rows}
+    per_model = {tuple(r[a] for a in axes): r for r in rows if not r['skipped']}
     text += '\n' + reporting.markdown_table(
         axes + model_metrics,
         [[str(v) for v in key] + [reporting.format_value(r[m], r[m + '_se']) for m in model_metrics]
@@ -175,6 +185,11 @@ def describe(spec, variants: list[Variant], cells: list[Cell]) -> str:
     shape = 'x'.join(str(d) for d in datasets.sample_shape(v.config))
     lines.append(f'  model {v.name}: {v.config.data.dataset} {shape}, {v.config.model.name}, '
                  f'{tc.sde}: {how}')
+  skipped = [c for c in cells if c.skipped]
+  for reason in dict.fromkeys(c.skipped for c in skipped):
+    lines.append(f'  skipped: {sum(c.skipped == reason for c in skipped)} cells: {reason}')
+  cells = [c for c in cells if not c.skipped]
+  samples = len(cells) * spec.num_samples
   per_sampler: dict[tuple, list[Cell]] = {}
   for c in cells:
     per_sampler.setdefault((c.sampler, c.nfe_budget), []).append(c)

@@ -198,12 +198,16 @@ def run(spec, workdir: str, devices: Sequence | None = None,
                        indent=1)
   cell_dir = os.path.join(workdir, 'cells')
   os.makedirs(cell_dir, exist_ok=True)
-  results = {c: _read_cell(os.path.join(cell_dir, c.name + '.json'), c.key(spec)) for c in cells}
+  results = _read_cells(spec, cells, cell_dir)
   model_results = {v: _read_cell(_model_path(cell_dir, v), model_key(v, spec)) for v in variants}
   wants_model_metrics = any(m in MODEL_METRICS for m in spec.metrics)
   todo = [c for c in cells if results[c] is None]
-  reporting.say(f'{len(variants)} variants, {len(cells)} cells: {len(cells) - len(todo)} done, '
-       f'{len(todo)} to run; results in {workdir}')
+  skipped = [c for c in cells if c.skipped]
+  reporting.say(f'{len(variants)} variants, {len(cells)} cells: '
+                f'{len(cells) - len(todo) - len(skipped)} done, {len(todo)} to run'
+                + (f', {len(skipped)} skipped' if skipped else '') + f'; results in {workdir}')
+  for reason in dict.fromkeys(c.skipped for c in skipped):
+    reporting.say(f'Skipped: {reason}.')
   cache, clock = _SamplerCache(devices), _Eta(len(todo), len({c.variant for c in todo}))
   for variant in variants:
     mine = [c for c in todo if c.variant == variant]
@@ -237,6 +241,13 @@ def run(spec, workdir: str, devices: Sequence | None = None,
   return _write_results(spec, cells, results, model_results, workdir)
 
 
+def _read_cells(spec, cells: list[Cell], cell_dir: str) -> dict:
+  """{cell: its stored result, None if not yet run, {'skipped': why} for a cell that is not
+  run (``Cell.skipped``)}."""
+  return {c: ({'skipped': c.skipped} if c.skipped else
+              _read_cell(os.path.join(cell_dir, c.name + '.json'), c.key(spec))) for c in cells}
+
+
 def _model_path(cell_dir: str, variant: Variant) -> str:
   return os.path.join(cell_dir, variant.name + '__model.json')
 
@@ -247,10 +258,10 @@ def report(spec, workdir: str) -> list[dict]:
   spec = load_spec(spec)
   variants, cells = plan(spec)
   cell_dir = os.path.join(workdir, 'cells')
-  results = {c: _read_cell(os.path.join(cell_dir, c.name + '.json'), c.key(spec)) for c in cells}
+  results = _read_cells(spec, cells, cell_dir)
   model_results = {v: _read_cell(_model_path(cell_dir, v), model_key(v, spec)) for v in variants}
   done = [c for c in cells if results[c] is not None]
-  if not done:
+  if not any(c for c in done if not c.skipped):
     raise ConfigError(f'No finished cell of this spec in {workdir}/cells.')
   reporting.say(f'{len(done)} of {len(cells)} cells finished.')
   return _write_results(spec, done, results, model_results, workdir)

@@ -61,6 +61,7 @@ from score_sde import checkpointing, config_checks, datasets, models, sampling, 
 from score_sde.datasets import toy
 from score_sde.errors import ConfigError, ScoreSDEError
 from score_sde.evaluation import scoring, toy_metrics
+from score_sde.sampling import few_step
 
 SPEC_FIELDS = ('base', 'train_axes', 'overrides', 'samplers', 'nfe', 'seeds', 'seed_scope',
                'metrics', 'metric_options', 'num_samples', 'batch_size', 'plot_columns')
@@ -92,6 +93,7 @@ class Cell:
   nfe_budget: int | None
   seed: int
   config: Any = dataclasses.field(compare=False, repr=False)
+  skipped: str | None = None                # why the sampler does not fit the model: not run
 
   @property
   def name(self) -> str:
@@ -386,11 +388,12 @@ def _sampler_cells(spec, variant: Variant, sampler_name: str, checked: set) -> l
           raise ConfigError(f'Sampler {sampler_name!r}: NFE budget {budget} is below one step.')
         settings.append(('num_steps', num_steps))
         set_path(config, 'sampling.num_steps', num_steps)
-      if budget in (None, min(budgets)):   # the fewest steps: where step-count limits bite
+      skipped = few_step.mismatch(config.training.get('objective'), config.sampling.method)
+      if skipped is None and budget in (None, min(budgets)):   # fewest steps: limits bite there
         _check_sampler(config, sde, shape, f'Sampler {sampler_name!r} (variant {variant.name}, '
                        f'NFE {budget})', checked)
       for seed in spec.seeds:
         if spec.seed_scope == 'training' and dict(variant.values)['seed'] != seed:
           continue
-        cells.append(Cell(variant, label, tuple(settings), budget, int(seed), config))
+        cells.append(Cell(variant, label, tuple(settings), budget, int(seed), config, skipped))
   return cells

@@ -20,9 +20,21 @@ from score_sde.errors import ConfigError
 from score_sde.sampling import schedules
 
 
+def mismatch(objective, method: str) -> str | None:
+  """Why sampling ``method`` cannot draw from a model of training.objective ``objective`` (a
+  few-step model with another method, a score model with 'few_step'), or None if it can."""
+  if objective in consistency.OBJECTIVES and method != 'few_step':
+    return (f"a few-step model (training.objective={objective!r}) draws with 'few_step' only, "
+            f'not {method!r}')
+  if objective not in consistency.OBJECTIVES and method == 'few_step':
+    return (f"'few_step' draws models trained for it (training.objective in "
+            f'{list(consistency.OBJECTIVES)}), not training.objective={objective!r}')
+  return None
+
+
 def check_objective(objective) -> None:
   """ConfigError unless ``objective`` (the run's training.objective) trained a few-step model."""
-  if objective not in consistency.OBJECTIVES:
+  if mismatch(objective, 'few_step'):
     raise ConfigError(
         f"sampling.method='few_step' draws from models trained for it (training.objective in "
         f'{list(consistency.OBJECTIVES)}); this run was trained with training.objective='
