@@ -1,7 +1,8 @@
 """Digits quality of trained runs by sampler, over several sampling seeds (mean +- standard error).
 
   .venv/bin/python benchmarks/digits_samplers.py --workdir=runs/digits_vp [--workdir=...] \
-      [--sampler=dpm_solver25 --sampler=pc100 ...] [--seeds=3] [--num_samples=256]
+      [--sampler=dpm_solver25 --sampler=pc100 ...] [--seeds=3] [--num_samples=256] \
+      [--guide=runs/digits_vp_guide --guide_scale=0 --guide_scale=0.5]
 
 Loads each run through ``score_sde.load`` (its stored config, EMA parameters), draws
 ``num_samples`` digits per seed with each named sampler (``SAMPLERS``: settings passed to
@@ -10,6 +11,8 @@ Loads each run through ``score_sde.load`` (its stored config, EMA parameters), d
 mean +- standard error over seeds, and the share of samples the classifier gives >= 90% (held-out
 real digits: 92.2%). One seed of 256 moves the FD by up to ~0.8, so rankings need
 several. Writes ``<workdir>/samplers_<name>_seed0.png`` (the first 64 of seed 0).
+``--guide`` (one per ``--workdir``, same order) autoguides each sampler with that run at every
+``--guide_scale`` (``sampling.autoguidance_*``; 0: unguided), one row per scale.
 """
 from __future__ import annotations
 
@@ -54,17 +57,27 @@ def main(argv):
   parser.add_argument('--sampler', action='append', default=[])
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--num_samples', type=int, default=256)
+  parser.add_argument('--guide', action='append', default=[])
+  parser.add_argument('--guide_scale', action='append', type=float, default=[])
   args = parser.parse_args(argv)
+  if args.guide and len(args.guide) != len(args.workdir):
+    parser.error('give one --guide per --workdir')
   clf = digits_classifier.load_or_train()
   x_train, _ = digits_classifier.split_images('train')
   print('| run | sampler | NFE | FD | confidence | classifier >= 90% sure |\n|---|---|---|---|---|---|',
         flush=True)
-  for workdir in args.workdir:
+  for i, workdir in enumerate(args.workdir):
     run = score_sde.load(workdir)
-    for name in args.sampler or ['config']:
+    guided = [(None, 0.0)] if not args.guide else [
+        (args.guide[i] if w else None, w) for w in (args.guide_scale or [0.5])]
+    for name, (guide, w) in ((n, g) for n in args.sampler or ['config'] for g in guided):
+      settings = dict(SAMPLERS[name])
+      if guide:
+        settings.update(autoguidance_workdir=guide, autoguidance_scale=w)
+        name = f'{name}_autoguided{w:g}'
       fds, confs, sure, nfe = [], [], [], None
       for seed in range(args.seeds):
-        out = run.sample(args.num_samples, seed=seed, show_progress=False, **SAMPLERS[name])
+        out = run.sample(args.num_samples, seed=seed, show_progress=False, **settings)
         images = digits_classifier.at_classifier_size(np.clip(out.images, 0.0, 1.0))
         q = digits_classifier.quality(clf, images, x_train)
         fds.append(q['frechet'])
