@@ -2,7 +2,7 @@
 
   .venv/bin/python benchmarks/digits_samplers.py --workdir=runs/digits_vp [--workdir=...] \
       [--sampler=dpm_solver25 --sampler=pc100 ...] [--seeds=3] [--num_samples=256] \
-      [--guide=runs/digits_vp_guide --guide_scale=0 --guide_scale=0.5]
+      [--guide=runs/digits_vp_guide --guide_scale=0 --guide_scale=0.5 --guide_sigma_max=2]
 
 Loads each run through ``score_sde.load`` (its stored config, EMA parameters), draws
 ``num_samples`` digits per seed with each named sampler (``SAMPLERS``: settings passed to
@@ -12,7 +12,8 @@ mean +- standard error over seeds, and the share of samples the classifier gives
 real digits: 92.2%). One seed of 256 moves the FD by up to ~0.8, so rankings need
 several. Writes ``<workdir>/samplers_<name>_seed0.png`` (the first 64 of seed 0).
 ``--guide`` (one per ``--workdir``, same order) autoguides each sampler with that run at every
-``--guide_scale`` (``sampling.autoguidance_*``; 0: unguided), one row per scale.
+``--guide_scale`` (``sampling.autoguidance_*``; 0: unguided), one row per scale, guided only below
+``--guide_sigma_max`` (default: at every noise level).
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def main(argv):
   parser.add_argument('--num_samples', type=int, default=256)
   parser.add_argument('--guide', action='append', default=[])
   parser.add_argument('--guide_scale', action='append', type=float, default=[])
+  parser.add_argument('--guide_sigma_max', type=float, default=float('inf'))
   args = parser.parse_args(argv)
   if args.guide and len(args.guide) != len(args.workdir):
     parser.error('give one --guide per --workdir')
@@ -73,8 +75,10 @@ def main(argv):
     for name, (guide, w) in ((n, g) for n in args.sampler or ['config'] for g in guided):
       settings = dict(SAMPLERS[name])
       if guide:
-        settings.update(autoguidance_workdir=guide, autoguidance_scale=w)
-        name = f'{name}_autoguided{w:g}'
+        settings.update(autoguidance_workdir=guide, autoguidance_scale=w,
+                        autoguidance_sigma_max=args.guide_sigma_max)
+        name = f'{name}_autoguided{w:g}' + (f'_sigma_max{args.guide_sigma_max:g}'
+                                             if args.guide_sigma_max < float('inf') else '')
       fds, confs, sure, nfe = [], [], [], None
       for seed in range(args.seeds):
         out = run.sample(args.num_samples, seed=seed, show_progress=False, **settings)

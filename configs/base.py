@@ -85,9 +85,12 @@ def get_base_config():
   sampling.guidance_sigma_max = float('inf')
   sampling.classifier_scale = 1.0        # classifier guidance: score + scale grad log p_t(y | x)
   # Autoguidance (score_sde/sampling/autoguidance.py): score + w (score - guide's score), the guide
-  # a smaller / shorter-trained score model of the same SDE and data (its workdir); w = 0: off.
+  # a smaller / shorter-trained score model of the same SDE and data (its workdir); w = 0: off;
+  # w acts only while sigma(t) lies in [autoguidance_sigma_min, autoguidance_sigma_max].
   sampling.autoguidance_workdir = placeholder(str)
   sampling.autoguidance_scale = 0.0
+  sampling.autoguidance_sigma_min = 0.0
+  sampling.autoguidance_sigma_max = float('inf')
 
   config.eval = evaluate = ml_collections.ConfigDict()
   # Checkpoints evaluated, as the paper numbers them: snapshot i is step i * training.snapshot_freq;

@@ -37,12 +37,14 @@ def _score_builder(config, sde, model, classifier=None, guide=None) -> Callable:
     return lambda params, inputs: mutils.get_average_velocity_fn(sde, model, params)
   if guide is not None:
     unguided = _score_builder(config, sde, model, classifier)
-    scale = float(config.sampling.autoguidance_scale)
+    s = config.sampling
+    options = (float(s.autoguidance_scale), float(s.autoguidance_sigma_min),
+               float(s.autoguidance_sigma_max))
 
     def make_autoguided(params, inputs):
       params, guide_params = params
       return autoguidance.autoguided_score_fn(unguided(params, inputs),
-                                              guide.score_fn(sde, guide_params), scale)
+                                              guide.score_fn(sde, guide_params), sde, *options)
     return make_autoguided
 
   def make(params, inputs):

@@ -13,7 +13,7 @@ import pytest
 
 import helpers
 import score_sde
-from score_sde import config_checks, training
+from score_sde import config_checks, sde_lib, training
 from score_sde.checkpointing import identity
 from score_sde.errors import ConfigError, MissingFileError
 from score_sde.sampling import autoguidance
@@ -39,10 +39,17 @@ def runs(tmp_path_factory):
 
 
 def test_autoguided_score_is_the_extrapolation_of_the_two():
+  """And with an interval: guided inside it, the model's own score outside (VP: sigma(t) =
+  sqrt(exp(int beta) - 1) grows with t)."""
   s, g = (lambda x, t: -x / 2.0), (lambda x, t: -x / 3.0)
-  x, t = jnp.arange(6.0).reshape(3, 2), jnp.ones(3)
-  guided = autoguidance.autoguided_score_fn(s, g, 0.5)(x, t)
-  np.testing.assert_allclose(guided, -x * (1.5 / 2.0 - 0.5 / 3.0), rtol=1e-6)
+  x = jnp.arange(6.0).reshape(3, 2)
+  sde = sde_lib.VPSDE()
+  both = -x * (1.5 / 2.0 - 0.5 / 3.0)
+  np.testing.assert_allclose(autoguidance.autoguided_score_fn(s, g, sde, 0.5)(x, jnp.ones(3)),
+                             both, rtol=1e-6)
+  for t, expected in ((0.05, both), (0.9, -x / 2.0)):   # sigma(0.05) ~ 0.17, sigma(0.9) ~ 59
+    out = autoguidance.autoguided_score_fn(s, g, sde, 0.5, sigma_max=2.0)(x, jnp.full(3, t))
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
 def test_scale_minus_one_draws_the_guide_and_a_self_guide_changes_nothing(runs):
@@ -93,3 +100,7 @@ def test_bad_guides_stop_in_one_line(tmp_path):
   config.training.objective = 'ct'
   with pytest.raises(ConfigError, match='guides a score model; this is a few-step model'):
     autoguidance.check(config)
+  config.training.objective = None
+  config.sampling.autoguidance_sigma_min = 3.0
+  config.sampling.autoguidance_sigma_max = 2.0
+  _fails(config, ConfigError, 'must satisfy 0 <= sigma_min < sigma_max')

@@ -353,7 +353,9 @@ def output_name(kind: str, step: int, config, nfe: int, inputs: dict) -> str:
   if 'context' in inputs:
     parts.append(f'prompt-w{s.guidance_scale:g}')
   if s.autoguidance_workdir is not None:
-    parts.append(f'autoguided{s.autoguidance_scale:g}')
+    interval = (s.autoguidance_sigma_min, s.autoguidance_sigma_max)
+    parts.append(f'autoguided{s.autoguidance_scale:g}' + (
+        '' if interval == (0.0, float('inf')) else f'-sigma{interval[0]:g}-{interval[1]:g}'))
   parts += [f'nfe{nfe}', f'seed{FLAGS.seed}'] + ([FLAGS.tag] if FLAGS.tag else [])
   return '_'.join(parts)
 

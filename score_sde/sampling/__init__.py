@@ -125,7 +125,8 @@ class Method:
 # clipping) and the parameters' EMA.
 EVERY_METHOD = ('method', 'batch_size', 'guidance_scale', 'guidance_sigma_min',
                 'guidance_sigma_max', 'classifier_scale', 'x0_clip', 'dynamic_threshold_percentile',
-                'ema_sigma_rel', 'autoguidance_workdir', 'autoguidance_scale')
+                'ema_sigma_rel', 'autoguidance_workdir', 'autoguidance_scale',
+                'autoguidance_sigma_min', 'autoguidance_sigma_max')
 
 
 def _one(cfg):

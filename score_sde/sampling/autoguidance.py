@@ -11,33 +11,53 @@ best w' of 1.4-2.2 is w = 0.4-1.2 here). Unlike classifier-free guidance it need
 it sharpens an *unconditional* model where the two models disagree, i.e. where the strong model
 has learned more than the weak one, rather than pulling towards a class.
 
+With an interval, w applies only while the noise level sigma(t) = s(t) / m(t) lies in
+[sigma_min, sigma_max] (as the guidance interval of Kynkaanniemi et al. 2024 for classifier-free
+guidance); on the digits guiding only below sigma = 2 keeps the sharper digits and loses less
+diversity (benchmarks/RESULTS.md, "Autoguidance on the digits").
+
 Config: ``sampling.autoguidance_workdir`` (a trained score model of the same SDE and data: its
-latest checkpoint's EMA parameters; it may be a different, smaller network) and
-``sampling.autoguidance_scale`` (w). Every sampler gets it through ``score_fn`` (``generation``
+latest checkpoint's EMA parameters; it may be a different, smaller network),
+``sampling.autoguidance_scale`` (w) and ``sampling.autoguidance_sigma_min`` / ``_sigma_max``
+(the interval; default all noise levels). Every sampler gets it through ``score_fn`` (``generation``
 wraps the score before the sampler sees it); each score evaluation costs two network passes.
 Shapes: x (B, ...), t (B,).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from score_sde import consistency, runs, sde_lib
 from score_sde.errors import ConfigError
 from score_sde.models import utils as mutils
+from score_sde.sampling import guidance
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 KEY = 'sampling.autoguidance_workdir'
 
 
-def autoguided_score_fn(score_fn: ScoreFn, guide_score_fn: ScoreFn, scale: float) -> ScoreFn:
-  """score + w (score - guide's score), w = ``scale`` (module docstring)."""
+def autoguided_score_fn(score_fn: ScoreFn, guide_score_fn: ScoreFn, sde, scale: float,
+                        sigma_min: float = 0.0, sigma_max: float = math.inf) -> ScoreFn:
+  """score + w (score - guide's score), w = ``scale`` while sigma(t) = s(t) / m(t) lies in
+  [sigma_min, sigma_max] and 0 outside, where the guide is not evaluated (module docstring)."""
   def guided(x, t):
     s = score_fn(x, t)
-    return s + scale * (s - guide_score_fn(x, t))
-  return guided
+    w = jnp.where(guidance.in_guidance_interval(sde, t, sigma_min, sigma_max), scale, 0.0)
+    return s + sde_lib.batch_mul(w, s - guide_score_fn(x, t))
+
+  if sigma_min <= 0 and sigma_max == math.inf:
+    return guided
+
+  def interval_score_fn(x, t):
+    # Samplers step the whole batch at one t: outside the interval skip the guide's pass.
+    inside = jnp.any(guidance.in_guidance_interval(sde, t, sigma_min, sigma_max))
+    return jax.lax.cond(inside, guided, score_fn, x, t)
+  return interval_score_fn
 
 
 def enabled(config) -> bool:
@@ -55,6 +75,10 @@ def check(config):
       raise ConfigError(f'sampling.autoguidance_scale={scale:g} needs a guide: set {KEY} to a '
                         'smaller or shorter-trained score model of the same SDE and data.')
     return None
+  lo, hi = float(s.autoguidance_sigma_min), float(s.autoguidance_sigma_max)
+  if not 0.0 <= lo < hi:
+    raise ConfigError(f'sampling.autoguidance_sigma_min={lo:g}, _sigma_max={hi:g}: the interval '
+                      'must satisfy 0 <= sigma_min < sigma_max.')
   if config.training.get('objective') in consistency.OBJECTIVES:
     raise ConfigError(f"Autoguidance ({KEY}) guides a score model; this is a few-step model "
                       f"(training.objective={config.training.objective!r}).")
