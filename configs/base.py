@@ -25,6 +25,11 @@ def get_base_config():
   training.teacher_workdir = placeholder(str)   # 'cd': a trained score model's workdir (same
                                          # SDE and data shape); its EMA parameters are the teacher
   training.consistency_levels = 18       # 'cd': points of the Karras grid the teacher steps on
+  training.consistency_metric = 'pseudo_huber'  # 'ct' | 'cd': the loss's distance, 'pseudo_huber'
+                                         # (iCT's) or 'l2' (consistency.METRICS)
+  training.consistency_ratio = placeholder(float)   # 'cd': None: adjacent grid levels; r > 1: any
+                                         # level sigma and sigma / r (consistency_losses)
+  training.teacher_substeps = 1          # 'cd': Heun steps of the teacher between the two levels
   training.teacher_init = False          # 'cd': start the student from the teacher's EMA
                                          # parameters (Song et al. 2023); needs the same network
   training.meanflow_ratio = 0.25         # 'meanflow': share of (r, t) pairs with r < t (else r = t)

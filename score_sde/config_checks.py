@@ -61,6 +61,7 @@ def _choices() -> dict[str, list]:
       'training.sde': sorted(sde_lib.SDES),
       'training.objective': ([None] + list(parameterization.PARAMETERIZATIONS)
                              + list(consistency.OBJECTIVES)),
+      'training.consistency_metric': sorted(consistency.METRICS),
       'model.name': sorted(models.MODELS),
       'model.precond': list(precond.PRECONDS),
       'model.dtype': list(compute.DTYPES),
@@ -155,10 +156,19 @@ def _check_few_step(config) -> None:
   if two_times and objective != 'meanflow':
     raise errors.ConfigError(f"model.two_times=True is MeanFlow's network; it has no use with "
                              f"training.objective={objective!r}: set it to False.")
-  for key in ('training.teacher_workdir', 'training.teacher_init'):
+  for key in ('training.teacher_workdir', 'training.teacher_init', 'training.consistency_ratio'):
     if _get(config, key) and objective != 'cd':
       raise errors.ConfigError(f'{key} has no effect with training.objective={objective!r}; it '
                                "is about the teacher of 'cd'.")
+  if _get(config, 'training.teacher_substeps', 1) != 1 and objective != 'cd':
+    raise errors.ConfigError(f'training.teacher_substeps has no effect with training.objective='
+                             f"{objective!r}; it is about the teacher of 'cd'.")
+  ratio = _get(config, 'training.consistency_ratio')
+  if ratio is not None and ratio <= 1:
+    raise errors.ConfigError(f'training.consistency_ratio = {ratio} must be > 1 (the ratio of '
+                             'the two noise levels of a consistency pair).')
+  if _get(config, 'training.teacher_substeps', 1) < 1:
+    raise errors.ConfigError('training.teacher_substeps must be >= 1.')
   if objective not in consistency.OBJECTIVES:
     return
   if config.sampling.method != 'few_step':

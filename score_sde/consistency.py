@@ -3,10 +3,19 @@
 In the scaled parameterisation (y = x / m, sigma = s / m; ``sampling.schedules``) every family's
 probability flow is the VE flow of y = x(0) + sigma z, and the consistency function maps any
 point of a trajectory to its end: f(y, sigma) = y(sigma_min). Any score model gives one through
-its denoiser D = (x + s^2 score) / m, with the boundary condition f(y, sigma_min) = y built in:
+its denoiser D = (x + s^2 score) / m: f is the model's one DDIM (Euler) jump of the flow from sigma
+to sigma_min, which builds in the boundary condition f(y, sigma_min) = y:
 
-    f_theta(x, t) = c_skip(sigma) y + (1 - c_skip(sigma)) D_theta(x, t),
-    c_skip(sigma) = sigma_d^2 / ((sigma - sigma_min)^2 + sigma_d^2).
+    f_theta(x, t) = D_theta + (sigma_min / sigma) (y - D_theta).
+
+With EDM's preconditioned network (``model.precond='edm'``: D = c_skip y + c_out F(c_in y)) this
+is f = c'_skip y + c'_out F with c'_out = sigma_d (sigma - sigma_min) / sqrt(sigma^2 + sigma_d^2),
+the consistency models' c_out, and c'_skip = (sigma_d^2 + sigma sigma_min) / (sigma^2 + sigma_d^2)
+(1 at sigma_min, EDM's c_skip above it): the network's input and output are unit-scaled at every
+level. (The earlier form c_skip y + (1 - c_skip) D, c_skip = sigma_d^2 / ((sigma - sigma_min)^2 +
+sigma_d^2), multiplies EDM's c_out by 1 - c_skip, about sigma^2 / sigma_d^2 below sigma_d: F had
+to be ~4 at sigma = 0.3 and the 1-step samples of CD from the exact mixture score were 90% too
+wide; benchmarks/RESULTS.md.)
 
 Training pairs adjacent levels sigma_n < sigma_{n+1} of the Karras grid (rho = 7) between
 sigma(eps) and sigma(T): from x_{n+1} = m_{n+1} x(0) + s_{n+1} z,
@@ -17,7 +26,7 @@ sigma(eps) and sigma(T): from x_{n+1} = m_{n+1} x(0) + s_{n+1} z,
 and the loss is lambda_n d(f_theta(y_{n+1}, sigma_{n+1}), sg f_theta(y_n, sigma_n)) with iCT's
 choices: the target network is the student itself under stop-gradient (no EMA), lambda_n =
 1 / (sigma_{n+1} - sigma_n), the pseudo-Huber metric d(a, b) = sqrt(||a - b||^2 + c^2) - c with
-c = 0.00054 sqrt(dim), and n drawn with probability proportional to the log-normal mass
+c = 0.00054 sqrt(dim) (or ||a - b||^2: ``METRICS``), and n drawn with probability proportional to the log-normal mass
 (P_mean = -1.1, P_std = 2) between ln sigma_n and ln sigma_{n+1}. CT's number of levels doubles
 over training (iCT's curriculum N(k) = min(s0 2^floor(k / K'), s1) + 1, s0 = 10, s1 = 1280).
 
@@ -35,7 +44,6 @@ import numpy as np
 from score_sde import sde_lib
 from score_sde.sampling import schedules
 
-SIGMA_DATA = 0.5
 P_MEAN, P_STD = -1.1, 2.0
 CT_LEVELS = (10, 1280)
 # The few-step training objectives (``training.objective``): consistency training and
@@ -48,14 +56,14 @@ def _scale(sde, t):
   return mean[:, 0], std
 
 
-def consistency_fn(score_fn, sde, x, t, sigma_min, sigma_data: float = SIGMA_DATA):
-  """f(x, t) (B, ...) -> (B, ...): the consistency-model estimate of x(0) (module docstring)."""
+def consistency_fn(score_fn, sde, x, t, sigma_min):
+  """f(x, t) (B, ...) -> (B, ...): the consistency-model estimate of x(0), the DDIM jump
+  D + (sigma_min / sigma) (y - D) of the score model's denoiser (module docstring)."""
   m, s = _scale(sde, t)
   sigma = s / m
-  y = sde_lib.batch_mul(1.0 / m, x)
-  denoised = sde_lib.batch_mul(1.0 / m, x + sde_lib.batch_mul(s**2, score_fn(x, t)))
-  c_skip = sigma_data**2 / ((sigma - sigma_min)**2 + sigma_data**2)
-  return sde_lib.batch_mul(c_skip, y) + sde_lib.batch_mul(1.0 - c_skip, denoised)
+  # y - D = -(s^2 / m) score: written out, it keeps its digits where D is close to y.
+  residual = sde_lib.batch_mul(-s**2 / m, score_fn(x, t))
+  return sde_lib.batch_mul(1.0 / m, x) - sde_lib.batch_mul(1.0 - sigma_min / sigma, residual)
 
 
 def pseudo_huber(a, b):
@@ -63,6 +71,17 @@ def pseudo_huber(a, b):
   diff = (a - b).reshape(a.shape[0], -1)
   c = 0.00054 * math.sqrt(diff.shape[1])
   return jnp.sqrt(jnp.sum(diff**2, axis=-1) + c**2) - c
+
+
+def squared_l2(a, b):
+  """||a - b||^2 per example: (B, ...) -> (B,)."""
+  return jnp.sum(((a - b)**2).reshape(a.shape[0], -1), axis=-1)
+
+
+# The distance d of the consistency loss (``training.consistency_metric``). iCT's pseudo-Huber
+# c is sized for images (c = 0.03 at 3072 dimensions); in 2-D it is 0.00076, far below the
+# errors, so d is an L1 distance there, and 'l2' trains the toy students better (RESULTS.md).
+METRICS = {'pseudo_huber': pseudo_huber, 'l2': squared_l2}
 
 
 def level_times(sde, num_levels: int, eps: float) -> np.ndarray:
@@ -100,28 +119,51 @@ def _heun_step(teacher_score_fn, sde, x, t_from, t_to):
   return sde_lib.batch_mul(m1, y0 + sde_lib.batch_mul(0.5 * (sig1 - sig0), k0 + k1))
 
 
+def _teacher_solve(teacher_score_fn, sde, x, t_from, t_to, eps, substeps: int):
+  """``substeps`` Heun steps of the teacher's flow from t_from to t_to (B,), geometric in sigma."""
+  if substeps == 1:
+    return _heun_step(teacher_score_fn, sde, x, t_from, t_to)
+  (m0, s0), (m1, s1) = _scale(sde, t_from), _scale(sde, t_to)
+  ratio = (s1 / m1) / (s0 / m0)
+  times = [t_from] + [_times_of_sigmas(sde, s0 / m0 * ratio**(j / substeps), eps)
+                      for j in range(1, substeps)] + [t_to]
+  for a, b in zip(times[:-1], times[1:]):
+    x = _heun_step(teacher_score_fn, sde, x, a, b)
+  return x
+
+
 def consistency_losses(rng, score_fn, x, sde, *, num_levels, eps: float, teacher_score_fn=None,
-                       index_offset=0, sigma_data: float = SIGMA_DATA):
+                       index_offset=0, metric: str = 'pseudo_huber', level_ratio=None,
+                       teacher_substeps: int = 1):
   """Per-example CD (with ``teacher_score_fn``) or CT losses, (B, ...) -> (B,).
 
   ``num_levels``: grid points (an int, or for CT a traced int from ``ct_num_levels``; levels
-  are then computed on device by the same Karras formula). Randomness per global example index.
+  are then computed on device by the same Karras formula). ``metric``: a ``METRICS`` name.
+  ``level_ratio`` r (CD): instead of grid levels, ln sigma_{n+1} ~ N(P_mean, P_std^2) (clipped
+  to the SDE's range) and sigma_n = max(sigma_{n+1} / r, sigma_min): any level is trained, and
+  a chain from sigma_max to sigma_min has about ln(sigma_max / sigma_min) / ln r links, which
+  is what the student's own errors compound over. ``teacher_substeps``: Heun steps of the
+  teacher between the two levels (geometric in sigma), so that long links stay accurate.
+  Randomness per global example index.
   """
   keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index_offset + jnp.arange(x.shape[0]))
   z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x.shape[1:]))(keys)
-  t_lo, t_hi = _adjacent_levels(sde, keys, num_levels, eps)
+  if level_ratio is None:
+    t_lo, t_hi = _adjacent_levels(sde, keys, num_levels, eps)
+  else:
+    t_lo, t_hi = _ratio_levels(sde, keys, level_ratio, eps)
   sigma_min = float(schedules.scaled_sigma(sde, np.array([eps]))[0])
   m_hi, s_hi = _scale(sde, t_hi)
   x_hi = sde_lib.batch_mul(m_hi, x) + sde_lib.batch_mul(s_hi, z)
   if teacher_score_fn is not None:
-    x_lo = _heun_step(teacher_score_fn, sde, x_hi, t_hi, t_lo)
+    x_lo = _teacher_solve(teacher_score_fn, sde, x_hi, t_hi, t_lo, eps, teacher_substeps)
   else:
     m_lo, s_lo = _scale(sde, t_lo)
     x_lo = sde_lib.batch_mul(m_lo, x) + sde_lib.batch_mul(s_lo, z)
-  student = consistency_fn(score_fn, sde, x_hi, t_hi, sigma_min, sigma_data)
-  target = jax.lax.stop_gradient(consistency_fn(score_fn, sde, x_lo, t_lo, sigma_min, sigma_data))
+  student = consistency_fn(score_fn, sde, x_hi, t_hi, sigma_min)
+  target = jax.lax.stop_gradient(consistency_fn(score_fn, sde, x_lo, t_lo, sigma_min))
   sig_lo, sig_hi = (s / m for m, s in (_scale(sde, t_lo), (m_hi, s_hi)))
-  return pseudo_huber(student, target) / (sig_hi - sig_lo)
+  return METRICS[metric](student, target) / (sig_hi - sig_lo)
 
 
 def _adjacent_levels(sde, keys, num_levels, eps):
@@ -133,6 +175,17 @@ def _adjacent_levels(sde, keys, num_levels, eps):
     times = jnp.asarray(times, jnp.float32)
     return times[n], times[n + 1]
   return _adjacent_levels_traced(sde, keys, num_levels, eps)
+
+
+def _ratio_levels(sde, keys, ratio: float, eps):
+  """(t_n, t_{n+1}) per example: ln sigma_{n+1} ~ N(P_mean, P_std^2) within the SDE's range,
+  sigma_n = max(sigma_{n+1} / ratio, sigma(eps)) (``consistency_losses``)."""
+  s_min, s_max = schedules.scaled_sigma(sde, np.array([eps, sde.T]))
+  normal = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 2)))(keys)
+  # Just above sigma_min: sigma_{n+1} > sigma_n, so 1 / (sigma_{n+1} - sigma_n) is finite.
+  sigma_hi = jnp.clip(jnp.exp(P_MEAN + P_STD * normal), s_min * 1.001, s_max)
+  sigma_lo = jnp.maximum(sigma_hi / ratio, s_min)
+  return _times_of_sigmas(sde, sigma_lo, eps), _times_of_sigmas(sde, sigma_hi, eps)
 
 
 def _adjacent_levels_traced(sde, keys, num_levels, eps):
@@ -164,20 +217,18 @@ def _times_of_sigmas(sde, sigmas, eps, iters: int = 40):
   return jnp.clip(0.5 * (lo + hi), eps, sde.T)
 
 
-def multistep_sample(rng, score_fn, sde, shape, times, eps: float,
-                     sigma_data: float = SIGMA_DATA):
+def multistep_sample(rng, score_fn, sde, shape, times, eps: float):
   """Consistency sampling at decreasing ``times`` (K,), times[0] = T: K evaluations, (B, ...)."""
   sigma_min = float(schedules.scaled_sigma(sde, np.array([eps]))[0])
   m, s = schedules.marginal_coeffs(sde, np.asarray(times))
   sigmas = s / m
   prior_key, loop_key = jax.random.split(rng)
   x = sde.prior_sampling(prior_key, shape)
-  x0 = consistency_fn(score_fn, sde, x, jnp.full((shape[0],), times[0]), sigma_min, sigma_data)
+  x0 = consistency_fn(score_fn, sde, x, jnp.full((shape[0],), times[0]), sigma_min)
   for k in range(1, len(times)):
     z = jax.random.normal(jax.random.fold_in(loop_key, k), shape)
     y = x0 + math.sqrt(max(sigmas[k]**2 - sigma_min**2, 0.0)) * z
-    x0 = consistency_fn(score_fn, sde, m[k] * y, jnp.full((shape[0],), times[k]), sigma_min,
-                        sigma_data)
+    x0 = consistency_fn(score_fn, sde, m[k] * y, jnp.full((shape[0],), times[k]), sigma_min)
   return x0
 
 

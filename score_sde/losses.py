@@ -126,13 +126,16 @@ def drop_labels(rng, labels, num_classes: int, rate: float, index_offset=0) -> j
 
 def get_few_step_loss_fn(sde, model, objective: str, *, train: bool, eps: float,
                          total_steps: int = 1, teacher_score_fn=None, num_levels: int = 18,
-                         meanflow_ratio: float = 0.25) -> Callable:
+                         metric: str = 'pseudo_huber', level_ratio=None,
+                         teacher_substeps: int = 1, meanflow_ratio: float = 0.25) -> Callable:
   """loss_fn(params, x, rng, index_offset, labels=None, step=0) of a few-step ``objective``.
 
   'ct': ``consistency.consistency_losses`` with N(step) levels of iCT's curriculum over
-  ``total_steps``; 'cd': with ``num_levels`` levels and one Heun step of ``teacher_score_fn``;
+  ``total_steps``; 'cd': with ``num_levels`` levels (or any level and the one ``level_ratio``
+  below it) and ``teacher_substeps`` Heun steps of ``teacher_score_fn`` between them;
   'meanflow': ``consistency.meanflow_pair_losses`` of the two-time network. ``eps``: the smallest
-  time (the consistency boundary, the last MeanFlow jump's end)."""
+  time (the consistency boundary, the last MeanFlow jump's end). ``metric``: the consistency
+  loss's distance (``consistency.METRICS``)."""
   if objective == 'cd' and teacher_score_fn is None:
     raise ConfigError("training.objective='cd' needs a teacher: set training.teacher_workdir to "
                       'a trained score model of the same SDE and data.')
@@ -150,7 +153,9 @@ def get_few_step_loss_fn(sde, model, objective: str, *, train: bool, eps: float,
     levels = (consistency.ct_num_levels(step, total_steps) if objective == 'ct' else num_levels)
     losses = consistency.consistency_losses(
         noise_rng, score_fn, x, sde, num_levels=levels, eps=eps, index_offset=index_offset,
-        teacher_score_fn=teacher_score_fn if objective == 'cd' else None)
+        teacher_score_fn=teacher_score_fn if objective == 'cd' else None, metric=metric,
+        level_ratio=level_ratio if objective == 'cd' else None,
+        teacher_substeps=teacher_substeps)
     return jnp.mean(losses), losses
   return loss_fn
 
@@ -252,6 +257,9 @@ def few_step_options(config, teacher_score_fn=None) -> dict:
   tc = config.training
   return dict(eps=config.sampling.eps, total_steps=tc.n_iters, teacher_score_fn=teacher_score_fn,
               num_levels=tc.get('consistency_levels', 18),
+              metric=tc.get('consistency_metric', 'pseudo_huber'),
+              level_ratio=tc.get('consistency_ratio'),
+              teacher_substeps=tc.get('teacher_substeps', 1),
               meanflow_ratio=tc.get('meanflow_ratio', 0.25))
 
 

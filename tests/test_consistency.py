@@ -8,6 +8,7 @@ exact teacher, and the 1-step sampler then draws the data (to the eps blur sigma
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from score_sde import consistency, sde_lib
 from score_sde.datasets import toy
@@ -21,25 +22,26 @@ SIGMA_MIN = float(schedules.scaled_sigma(VE, np.array([EPS]))[0])
 
 
 def _exact_student(sde):
-  """A score_fn whose consistency function is exactly f* (solved from f = c_skip y + (1 -
-  c_skip) D for D, then D = (x + s^2 score) / m for the score)."""
+  """A score_fn whose consistency function is exactly f* (solved from f = y - (1 - sigma_min /
+  sigma) (y - D) for y - D, then the score -(m / s^2) (y - D))."""
   def score_fn(x, t):
     mean, s = sde.marginal_prob(jnp.ones((t.shape[0], 1)), t)
     m = mean[:, 0]
     sigma = s / m
     y = x / m[:, None]
     f_star = MU + (y - MU) * (jnp.sqrt(C**2 + SIGMA_MIN**2) / jnp.sqrt(C**2 + sigma**2))[:, None]
-    c_skip = (consistency.SIGMA_DATA**2 / ((sigma - SIGMA_MIN)**2 + consistency.SIGMA_DATA**2))
-    at_min = c_skip >= 1.0   # sigma = sigma_min: f = y whatever D is
-    denoised = (f_star - c_skip[:, None] * y) / jnp.where(at_min, 1.0, 1 - c_skip)[:, None]
-    denoised = jnp.where(at_min[:, None], y, denoised)
-    return (m[:, None] * denoised - x) / (s**2)[:, None]
+    jump = 1.0 - SIGMA_MIN / sigma
+    at_min = jump <= 0.0   # sigma = sigma_min: f = y whatever D is
+    residual = (y - f_star) / jnp.where(at_min, 1.0, jump)[:, None]
+    return -(m / s**2)[:, None] * jnp.where(at_min[:, None], 0.0, residual)
   return score_fn
 
 
-def test_distillation_loss_vanishes_for_the_exact_consistency_function():
+@pytest.mark.parametrize('levels', [
+    {}, {'level_ratio': 4.0, 'teacher_substeps': 3, 'metric': 'l2'}], ids=['grid', 'ratio'])
+def test_distillation_loss_vanishes_for_the_exact_consistency_function(levels):
   x = GAUSSIAN.sample(jax.random.PRNGKey(0), 256)
-  kwargs = dict(num_levels=18, eps=EPS, teacher_score_fn=GAUSSIAN.score_fn(VE))
+  kwargs = dict(num_levels=18, eps=EPS, teacher_score_fn=GAUSSIAN.score_fn(VE), **levels)
   losses = jax.jit(lambda score_fn: consistency.consistency_losses(
       jax.random.PRNGKey(1), score_fn, x, VE, **kwargs), static_argnums=0)
   exact, plain = losses(_exact_student(VE)), losses(GAUSSIAN.score_fn(VE))

@@ -117,6 +117,9 @@ def test_bad_input_is_one_line(tmp_path):
   fails(_config(rf_mixture, 'meanflow', **{'model.two_times': False}), 'model.two_times=True')
   fails(_config(**{'training.teacher_workdir': str(tmp_path)}), 'has no effect')
   fails(_config(**{'training.teacher_init': True}), 'teacher_init has no effect')
+  fails(_config(objective='ct', **{'training.teacher_substeps': 4}),
+        'teacher_substeps has no effect')
+  fails(_config(objective='cd', **{'training.consistency_ratio': 1.0}), 'must be > 1')
   sde = sde_lib.get_sde(_config())
   times = schedules.get_time_grid('edm', sde, 4, 1e-3)
   grid = grid_files.write_grid(str(tmp_path / 'grid.json'), times,
