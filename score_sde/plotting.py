@@ -299,3 +299,14 @@ def completion_rows(observed: np.ndarray, completed: np.ndarray, path: str,
     rows = [np.stack([shown[k], completed[k], observed[k]]) for k in range(n)]
     titles = ['masked', 'filled', 'original']
   return image_rows([_enlarged(r) for r in rows], path, column_titles=titles)
+
+
+def variation_rows(sources: np.ndarray, variations: np.ndarray, path: str,
+                   max_rows: int = COMPLETION_ROWS) -> str:
+  """One row per source image: the source | its k variations (unCLIP's decoder). ``variations``
+  (N k, H, W, C) holds source i's at i k .. i k + k - 1; all in [0, 1]; small images are
+  enlarged and the columns titled."""
+  k = len(variations) // len(sources)
+  rows = [_enlarged(np.concatenate([sources[i:i + 1], variations[i * k:(i + 1) * k]]))
+          for i in range(min(len(sources), max_rows))]
+  return image_rows(rows, path, column_titles=['source'] + [f'var {j + 1}' for j in range(k)])

@@ -2,6 +2,7 @@
 training job, export and held-out metrics), the decoder's embedding conditioning, the diffusion
 prior over embeddings, and their one-line errors."""
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import helpers
 from configs.unclip import digits as unclip_digits
 from configs.unclip import digits_prior as unclip_digits_prior
 from score_sde import api, config_checks, contrastive_training, datasets, losses, models
-from score_sde import sde_lib, train_state, unclip
+from score_sde import reporting, sde_lib, train_state, unclip
 from score_sde.errors import ConfigError, DataError
 from score_sde.models import prompts
 from score_sde.models import utils as mutils
@@ -24,26 +25,31 @@ from score_sde.models import contrastive
 
 def test_clip_loss_closed_forms_and_symmetry():
   b, d = 4, 6
-  eye = jnp.eye(b, d)
-  # s = 0: every pair is equally likely, log B on both sides.
-  np.testing.assert_allclose(contrastive.clip_loss(eye, eye, 0.0), math.log(b), rtol=1e-6)
-  # Orthonormal matched pairs: logits s I, loss log(1 + (B - 1) e^-s).
-  for s in (1.0, 5.0):
-    np.testing.assert_allclose(contrastive.clip_loss(eye, eye, s),
-                               math.log(1 + (b - 1) * math.exp(-s)), rtol=1e-5)
   v = contrastive.normalize(jax.random.normal(jax.random.PRNGKey(0), (b, d)))
   u = contrastive.normalize(jax.random.normal(jax.random.PRNGKey(1), (b, d)))
+  grad = jax.grad(contrastive.clip_loss, argnums=(0, 1))
+
+  @jax.jit
+  def found():
+    eye = jnp.eye(b, d)
+    return {'s0': contrastive.clip_loss(eye, eye, 0.0),
+            's1': contrastive.clip_loss(eye, eye, 1.0), 's5': contrastive.clip_loss(eye, eye, 5.0),
+            'two': contrastive.clip_loss(jnp.eye(2), jnp.eye(2), 2.0),
+            'vu': contrastive.clip_loss(v, u, 3.0), 'uv': contrastive.clip_loss(u, v, 3.0),
+            'grad_vu': grad(v, u, 3.0), 'grad_uv': grad(u, v, 3.0)}
+  f = found()
+  # s = 0: every pair is equally likely, log B on both sides.
+  np.testing.assert_allclose(f['s0'], math.log(b), rtol=1e-6)
+  # Orthonormal matched pairs: logits s I, loss log(1 + (B - 1) e^-s).
+  for s in (1, 5):
+    np.testing.assert_allclose(f[f's{s}'], math.log(1 + (b - 1) * math.exp(-s)), rtol=1e-5)
+  # By hand, B = 2, s = 2: logits [[2, 0], [0, 2]], each row's true pair has e^2 / (e^2 + 1).
+  np.testing.assert_allclose(f['two'], -math.log(math.exp(2) / (math.exp(2) + 1)), rtol=1e-5)
   # Swapping the two sides transposes the logits: the same loss, the gradients trade places.
-  np.testing.assert_allclose(contrastive.clip_loss(v, u, 3.0), contrastive.clip_loss(u, v, 3.0),
-                             rtol=1e-6)
-  gv, gu = jax.grad(contrastive.clip_loss, argnums=(0, 1))(v, u, 3.0)
-  gu_swapped, gv_swapped = jax.grad(contrastive.clip_loss, argnums=(0, 1))(u, v, 3.0)
+  np.testing.assert_allclose(f['vu'], f['uv'], rtol=1e-6)
+  (gv, gu), (gu_swapped, gv_swapped) = f['grad_vu'], f['grad_uv']
   np.testing.assert_allclose(gv, gv_swapped, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(gu, gu_swapped, rtol=1e-5, atol=1e-7)
-  # By hand, B = 2, s = 2: logits [[2, 0], [0, 2]], each row's true pair has e^2 / (e^2 + 1).
-  two = jnp.eye(2)
-  np.testing.assert_allclose(contrastive.clip_loss(two, two, 2.0),
-                             -math.log(math.exp(2) / (math.exp(2) + 1)), rtol=1e-5)
 
 
 def test_zero_shot_and_retrieval_on_hand_made_embeddings():
@@ -57,12 +63,14 @@ def test_zero_shot_and_retrieval_on_hand_made_embeddings():
 
 
 def tiny_unclip_config():
-  """configs/unclip/digits.py with a tiny contrastive pair (8-d) trained 3 steps of batch 16."""
+  """configs/unclip/digits.py with a tiny contrastive pair (8-d) trained 3 steps of batch 16 on
+  the 8 px digits."""
   config = unclip_digits.get_config()
   c = config.contrastive
   c.embed_dim, c.text_width, c.text_heads, c.image_channels, c.image_hidden = 8, 16, 2, (4,), 16
   c.n_iters, c.batch_size, c.log_freq = 3, 16, 3
   config.eval.batch_size = 16
+  config.data.image_size = 8   # the digits' native size: no resizing
   return config
 
 
@@ -84,13 +92,14 @@ def test_train_contrastive_exports_unit_embeddings_per_split_and_metrics(trained
     np.testing.assert_allclose(np.linalg.norm(images[split], axis=-1), 1.0, rtol=1e-5)
   # The checkpoint and pair.json restore the pair the export came from, without the config.
   trained = ckpt_contrastive.load_pair(workdir)
-  test_images, labels, found = contrastive_training.split_examples(
+  test_images, _, found = contrastive_training.split_examples(
       contrastive_training.captions_config(config), 'test')
   np.testing.assert_allclose(trained.encode_images(test_images), images['test'][:, 0],
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(trained.encode_text(found[:5]), texts['test'][:5, 0],
                              rtol=1e-5, atol=1e-6)
-  metrics = contrastive_training.evaluate(config, trained)
+  metrics = reporting.read_json(os.path.join(ckpt_contrastive.contrastive_dir(workdir),
+                                              'metrics.json'))
   assert 0 <= metrics['zero_shot_ensemble_accuracy'] <= 1 and metrics['distinct_captions'] > 10
 
 

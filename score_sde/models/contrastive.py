@@ -16,8 +16,9 @@ classification scores an image against the embeddings of one prompt per class
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -169,14 +170,13 @@ def optimizer(lr: float = 1e-3) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
 
 
-def embed(pair: ContrastivePair, params, method: str, inputs: np.ndarray,
-          batch: int = 256) -> np.ndarray:
-  """(N, ...) images (``method='encode_image'``) or words (``'encode_text'``) -> (N, D)."""
-  fn = jax.jit(lambda p, x: pair.apply({'params': p}, x, method=method))
+def embed(apply: Callable, params, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+  """``apply(params, x)`` (a jitted encoder) over (N, ...) inputs in batches of ``batch`` (the
+  last one zero-padded: one shape, one compilation) -> (N, D)."""
   inputs = np.asarray(inputs, np.float32)
   padded = np.concatenate([inputs, np.zeros((-len(inputs) % batch,) + inputs.shape[1:],
-                                            inputs.dtype)])   # one shape, one compilation
-  return np.concatenate([np.asarray(fn(params, padded[i:i + batch]))
+                                            inputs.dtype)])
+  return np.concatenate([np.asarray(apply(params, padded[i:i + batch]))
                          for i in range(0, len(padded), batch)])[:len(inputs)]
 
 
@@ -194,16 +194,25 @@ class TrainedPair:
   def embed_dim(self) -> int:
     return self.pair.text.embed_dim
 
+  @functools.cached_property
+  def _encoders(self) -> dict[str, Callable]:
+    """One jitted function per side, compiled once per input shape and reused."""
+    return {m: jax.jit(functools.partial(self.pair.apply, method=m))
+            for m in ('encode_image', 'encode_text')}
+
+  def _apply(self, method: str) -> Callable:
+    return lambda params, x: self._encoders[method]({'params': params}, x)
+
   def encode_text(self, texts: Sequence[str], what: str = 'Prompt') -> np.ndarray:
     """Captions or prompts -> (P, D) unit vectors; a word outside the vocabulary, or more than
     L words, is a one-line DataError."""
     from score_sde.datasets import captions
     words = captions.word_contexts(list(texts), self.vocabulary, self.context_length, what)
-    return embed(self.pair, self.params, 'encode_text', words)
+    return embed(self._apply('encode_text'), self.params, words)
 
   def encode_images(self, images: np.ndarray) -> np.ndarray:
     """(N, H, W, C) images in the model's range -> (N, D) unit vectors."""
     if tuple(np.shape(images)[1:]) != self.image_shape:
       raise DataError(f'The image encoder reads {self.image_shape} images, not '
                       f'{tuple(np.shape(images)[1:])}.')
-    return embed(self.pair, self.params, 'encode_image', images)
+    return embed(self._apply('encode_image'), self.params, images)
