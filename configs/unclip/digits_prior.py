@@ -41,7 +41,7 @@ def get_config():
   config.eval.batch_size = 256
   sampling = config.sampling
   sampling.method, sampling.order, sampling.num_steps = 'dpm_solver', 2, 25
-  sampling.batch_size = 500
+  sampling.batch_size = 512
   sampling.guidance_scale = 0.0
   config.optim.lr, config.optim.decay = 2e-3, 'cosine'
   return config
