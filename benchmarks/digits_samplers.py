@@ -12,8 +12,8 @@ mean +- standard error over seeds, and the share of samples the classifier gives
 real digits: 92.2%). One seed of 256 moves the FD by up to ~0.8, so rankings need
 several. Writes ``<workdir>/samplers_<name>_seed0.png`` (the first 64 of seed 0).
 ``--guide`` (one per ``--workdir``, same order) autoguides each sampler with that run at every
-``--guide_scale`` (``sampling.autoguidance_*``; 0: unguided), one row per scale, guided only below
-``--guide_sigma_max`` (default: at every noise level).
+``--guide_scale`` (``sampling.autoguidance_*``; 0: unguided), one row per scale, guided only for
+sigma in [``--guide_sigma_min``, ``--guide_sigma_max``] (default: at every noise level).
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def main(argv):
   parser.add_argument('--num_samples', type=int, default=256)
   parser.add_argument('--guide', action='append', default=[])
   parser.add_argument('--guide_scale', action='append', type=float, default=[])
+  parser.add_argument('--guide_sigma_min', type=float, default=0.0)
   parser.add_argument('--guide_sigma_max', type=float, default=float('inf'))
   args = parser.parse_args(argv)
   if args.guide and len(args.guide) != len(args.workdir):
@@ -75,10 +76,11 @@ def main(argv):
     for name, (guide, w) in ((n, g) for n in args.sampler or ['config'] for g in guided):
       settings = dict(SAMPLERS[name])
       if guide:
+        lo, hi = args.guide_sigma_min, args.guide_sigma_max
         settings.update(autoguidance_workdir=guide, autoguidance_scale=w,
-                        autoguidance_sigma_max=args.guide_sigma_max)
-        name = f'{name}_autoguided{w:g}' + (f'_sigma_max{args.guide_sigma_max:g}'
-                                             if args.guide_sigma_max < float('inf') else '')
+                        autoguidance_sigma_min=lo, autoguidance_sigma_max=hi)
+        name = f'{name}_autoguided{w:g}' + ('' if (lo, hi) == (0.0, float('inf'))
+                                             else f'_sigma{lo:g}-{hi:g}')
       fds, confs, sure, nfe = [], [], [], None
       for seed in range(args.seeds):
         out = run.sample(args.num_samples, seed=seed, show_progress=False, **settings)
