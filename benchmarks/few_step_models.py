@@ -5,7 +5,8 @@ Usage:  .venv/bin/python benchmarks/few_step_models.py --run=ct:runs/ct --run=me
         --run=score:runs/score [--num_samples=20000] [--seeds=1,2]
 
 Each ``--run=NAME:WORKDIR`` is loaded with ``score_sde.load`` (EMA parameters). A few-step model
-(training.objective 'ct' | 'cd' | 'meanflow') is drawn with ``few_step`` in 1 and 2 steps; a
+(training.objective 'ct' | 'cd' | 'meanflow') is drawn with ``few_step`` in 1 and 2 steps (2
+steps: the run's grid, then the Karras and the logSNR grid explicitly); a
 score model with UniPC-3 (bh2, logSNR grid) at 100 steps and Heun (EDM grid) at 50 steps (99
 NFE). Each cell shows the larger z over the seeds and that seed's weight and spread errors; the
 noise floor of exact samples of this size is z <= 2.72 (95th percentile of 20 sets, RESULTS.md).
@@ -23,7 +24,9 @@ from score_sde.datasets import toy
 from score_sde.evaluation.mixture_fit import mixture_fit
 
 GMM = toy.gaussian_mixture()
-FEW_STEP = [('few_step', {'num_steps': 1}), ('few_step', {'num_steps': 2})]
+FEW_STEP = [('few_step', {'num_steps': 1}), ('few_step', {'num_steps': 2}),
+            ('few_step', {'num_steps': 2, 'time_schedule': 'edm'}),
+            ('few_step', {'num_steps': 2, 'time_schedule': 'logsnr'})]
 SCORE = [('unipc', {'num_steps': 100, 'order': 3, 'unipc_variant': 'bh2'}),
          ('heun', {'num_steps': 50})]
 
