@@ -172,7 +172,7 @@ def get_base_config():
   model.conditional = True
   model.precond = 'paper'                # 'paper' | 'edm' (Karras et al. 2022; models/precond.py)
   model.class_conditional = False        # a class embedding (data.num_classes + a null class)
-  model.two_times = False                # a second time input r: MeanFlow's u(x, r, t) ('mlp' only)
+  model.two_times = False                # a second time input r: MeanFlow's u(x, r, t) ('mlp', 'ncsnpp')
   model.dtype = 'float32'                # network compute: 'float32' | 'bfloat16' (params,
                                          # optimizer, EMA, loss stay float32; models/compute.py)
   model.remat = False                    # recompute each block's activations in the backward pass

@@ -180,10 +180,10 @@ def _check_few_step(config) -> None:
                                f'training.objective={objective!r}.')
   if objective == 'meanflow' and not two_times:
     raise errors.ConfigError("training.objective='meanflow' needs a network of two times: set "
-                             "model.two_times=True (model 'mlp').")
-  if two_times and config.model.name != 'mlp':
-    raise errors.ConfigError(f'model.two_times=True is available for model \'mlp\' only, not '
-                             f'{config.model.name!r}.')
+                             "model.two_times=True (model 'mlp' or 'ncsnpp').")
+  if two_times and config.model.name not in ('mlp', 'ncsnpp'):
+    raise errors.ConfigError(f"model.two_times=True is available for models 'mlp' and 'ncsnpp' "
+                             f'only, not {config.model.name!r}.')
 
 
 def _check_posthoc_and_clip(config) -> None:

@@ -163,3 +163,23 @@ def test_consistency_objectives_take_edm_preconditioning():
   assert loss.shape == () and per_example.shape == (8,)
   with pytest.raises(ConfigError, match="'x0' cannot be combined with model.precond='edm'"):
     losses.get_loss_fn(sde, model, train=True, objective='x0')
+
+
+def test_meanflow_on_the_image_network():
+  """DDPM++ with a second time (model.two_times): its extra parameters are exactly the span
+  embedding's (two Dense layers of width 4 nf), and the MeanFlow loss builds and traces."""
+  from configs.rf import digits_ddpmpp_continuous, digits_ddpmpp_meanflow
+  count = lambda config: sum(int(np.prod(p.shape)) for p in jax.tree.leaves(jax.eval_shape(
+      lambda: train_state.restore_template(config, models.get_model(config))).params))
+  config, plain = digits_ddpmpp_meanflow.get_config(), digits_ddpmpp_continuous.get_config()
+  width = 4 * config.model.nf
+  assert count(config) - count(plain) == 2 * (width * width + width)
+  config_checks.check(config, 'train')
+  sde, model = sde_lib.get_sde(config), models.get_model(config)
+  params = jax.eval_shape(lambda: train_state.restore_template(config, model)).params
+  loss_fn = losses.get_loss_fn(sde, model, train=True, objective='meanflow',
+                               few_step=losses.few_step_options(config))
+  x = jax.ShapeDtypeStruct((4,) + tuple(config.data.image_size for _ in range(2)) + (1,),
+                           np.float32)
+  loss, per_example = jax.eval_shape(loss_fn, params, x, jax.random.PRNGKey(0), 0)
+  assert loss.shape == () and per_example.shape == (4,)

@@ -45,3 +45,12 @@ def class_embedding(class_labels, num_classes: int, dim: int) -> jax.Array:
   if class_labels is None:
     raise ConfigError('A class-conditional network needs class_labels (num_classes: no label).')
   return nn.Embed(num_classes + 1, dim, name='class_embedding')(class_labels.astype(jnp.int32))
+
+
+def span_embedding(interval, like, dim: int, act=nn.silu) -> jax.Array:
+  """MeanFlow's second time: (B,) spans t - r as labels (``models.utils.get_average_velocity_fn``;
+  None: zeros like ``like``) -> Dense(act(Dense(positional embedding))), (B, dim), added to a
+  network's time embedding. Call inside a compact module."""
+  interval = jnp.zeros_like(like) if interval is None else interval
+  span = get_timestep_embedding(interval, dim)
+  return nn.Dense(dim)(act(nn.Dense(dim)(span)))

@@ -74,9 +74,7 @@ class MLP(nn.Module):
       temb = temb + nn.Dense(self.nf, name='context_embedding')(
           context.reshape(context.shape[0], -1))
     if self.two_times:
-      interval = jnp.zeros_like(labels) if interval is None else interval
-      span = embeddings.get_timestep_embedding(interval, self.nf)
-      temb = temb + nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(span)))
+      temb = temb + embeddings.span_embedding(interval, labels, self.nf)
     if self.input_fourier_scale:
       x_in = InputFourierFeatures(self.nf // 2, self.input_fourier_scale)(x)
     else:
@@ -100,10 +98,7 @@ def from_config(config) -> MLP:
   if options.pop('remat'):
     raise ConfigError("model.remat = True has no blocks to rematerialise in model 'mlp' (small "
                       "activations); it is for the image networks 'ncsnpp', 'ddpm', 'ncsnv2_*'.")
-  two_times = bool(m.get('two_times', False))
-  if two_times and (m.get('parameterization') is not None or m.get('precond', 'paper') != 'paper'):
-    raise ConfigError("model.two_times=True (MeanFlow's average velocity u(x, r, t)) needs the "
-                      "bare network: model.parameterization=None and model.precond='paper'.")
+  two_times = precond.two_times(config)
   return precond.wrap(config, MLP(
       nf=m.nf, two_times=two_times, num_layers=m.num_layers, embedding_type=m.embedding_type,
       fourier_scale=m.fourier_scale, input_fourier_scale=m.input_fourier_scale,

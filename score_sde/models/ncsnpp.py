@@ -70,6 +70,7 @@ class NCSNpp(nn.Module):
   sigma_max: float = 50.0
   num_scales: int = 1000
   num_classes: int | None = None  # class-conditional: a class embedding added to temb
+  two_times: bool = False         # MeanFlow's u(x, r, t): an embedding of the span t - r added too
   dtype: Any = jnp.float32        # compute dtype (parameters stay float32)
   remat: bool = False             # rematerialise the residual and attention blocks
 
@@ -81,8 +82,9 @@ class NCSNpp(nn.Module):
     _check_choice(self.progressive_combine, layerspp.COMBINE_METHODS, 'progressive_combine')
     layers.check_image_input(x, self.num_channels, 2**(len(self.ch_mult) - 1), 'NCSNpp')
 
-  def _embed(self, labels, act, class_labels=None):
-    """(B,) labels -> (B, 4 nf) time (+ class) embedding (None if unconditional), (B,) sigmas."""
+  def _embed(self, labels, act, class_labels=None, interval=None):
+    """(B,) labels -> (B, 4 nf) time (+ class, + span) embedding (None if unconditional), (B,)
+    sigmas."""
     if self.embedding_type.lower() == 'fourier':
       sigmas = labels
       temb = embeddings.GaussianFourierProjection(
@@ -97,6 +99,8 @@ class NCSNpp(nn.Module):
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb))
     if self.num_classes:
       temb = temb + embeddings.class_embedding(class_labels, self.num_classes, self.nf * 4)
+    if self.two_times:
+      temb = temb + embeddings.span_embedding(interval, labels, self.nf * 4, act)
     return temb, sigmas
 
   def _blocks(self, act):
@@ -160,12 +164,12 @@ class NCSNpp(nn.Module):
     return pyramid, pyramid
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False, class_labels=None):
+  def __call__(self, x, labels, train: bool = False, class_labels=None, interval=None):
     self._validate(x)
     act = layers.get_act(self.nonlinearity)
     resblock, attn = self._blocks(act)
     num_resolutions = len(self.ch_mult)
-    temb, sigmas = self._embed(labels, act, class_labels)
+    temb, sigmas = self._embed(labels, act, class_labels, interval)
     if not self.centered:
       x = 2 * x - 1.0
     x = x.astype(self.dtype)   # every layer computes in its input's dtype
@@ -227,4 +231,5 @@ def from_config(config) -> nn.Module:
       scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity, centered=d.centered,
       num_channels=d.num_channels, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
       num_scales=m.num_scales,
-      num_classes=d.num_classes if m.class_conditional else None, **compute.from_config(config)))
+      num_classes=d.num_classes if m.class_conditional else None,
+      two_times=precond.two_times(config), **compute.from_config(config)))

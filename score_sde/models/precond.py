@@ -128,6 +128,16 @@ class Parameterized(nn.Module):
 PRECONDS = ('paper', 'edm')
 
 
+def two_times(config) -> bool:
+  """``config.model.two_times`` (MeanFlow's u(x, r, t)), checked: it needs the bare network."""
+  m = config.model
+  on = bool(m.get('two_times', False))
+  if on and (m.get('parameterization') is not None or m.get('precond', 'paper') != 'paper'):
+    raise ConfigError("model.two_times=True (MeanFlow's average velocity u(x, r, t)) needs the "
+                      "bare network: model.parameterization=None and model.precond='paper'.")
+  return on
+
+
 def wrap(config, net: nn.Module, embedding_type: str | None = None) -> nn.Module:
   """The network as `config.model.precond` asks: unchanged ('paper') or EDM-preconditioned;
   with `config.model.parameterization` set, a 'paper' network is read as that quantity.
