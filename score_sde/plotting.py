@@ -227,10 +227,11 @@ def save_samples_picture(config, samples: np.ndarray, path: str, data: np.ndarra
 def image_panels(rows: Sequence[Sequence[tuple]], path: str,
                  row_labels: Sequence[str] | None = None) -> str:
   """Image grids side by side: rows[r][c] = (title, images (N, H, W, C) in [0, 1]), each panel
-  a square grid of its N images; row r is named by ``row_labels[r]`` on the left."""
+  a square grid of its N images (small ones enlarged as in ``save_samples_picture``); row r is
+  named by ``row_labels[r]`` on the left."""
   def draw(ax, row, panel):
     title, images = panel
-    grid = grid_array(images)
+    grid = grid_array(_enlarged(np.asarray(images), VIEW_SIZE))
     ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap='gray', vmin=0, vmax=1,
               interpolation='nearest')
     ax.set_title(title, fontsize=7)
