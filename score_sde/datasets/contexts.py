@@ -28,13 +28,16 @@ from score_sde.errors import ConfigError, DataError, MissingFileError
 
 CAPTIONS_FILE = 'captions.txt'
 # Models conditioned on a context: SD's UNet (cross-attention), unCLIP's decoder (an embedding),
-# and the MLP when model.context_dim is set (unCLIP's prior).
-CONTEXT_MODELS = ('unet_condition', 'unclip_decoder', 'mlp')
+# and, when model.context_dim is set, the MLP (unCLIP's prior) and NCSN++ / DDPM++
+# (cross-attention after each attention block).
+CONTEXT_MODELS = ('unet_condition', 'unclip_decoder', 'mlp', 'ncsnpp')
+CONTEXT_DIM_MODELS = ('mlp', 'ncsnpp')   # take a context only with model.context_dim
 
 
 def takes_context(config) -> bool:
   m = config.model
-  return m.name in CONTEXT_MODELS and (m.name != 'mlp' or m.get('context_dim') is not None)
+  return m.name in CONTEXT_MODELS and (m.name not in CONTEXT_DIM_MODELS
+                                       or m.get('context_dim') is not None)
 CAPTIONED = ('digits', 'folder')
 
 
@@ -60,7 +63,8 @@ def check_config(config) -> None:
   name, context = config.model.name, config.data.get('context')
   if context and not takes_context(config):
     raise ConfigError(f'data.context={context!r} has no effect: model {name!r} takes no context '
-                      f"(models {list(CONTEXT_MODELS)} do; 'mlp' with model.context_dim).")
+                      f"(models {list(CONTEXT_MODELS)} do; {list(CONTEXT_DIM_MODELS)} with "
+                      'model.context_dim).')
   if context == 'captions' and config.data.dataset not in CAPTIONED:
     raise ConfigError(f"data.context='captions' is available for {list(CAPTIONED)}, not "
                       f'{config.data.dataset!r}; give an .npz of embeddings instead.')

@@ -54,6 +54,39 @@ class AttnBlockpp(nn.Module):
     return residual_sum(x, h, self.skip_rescale)
 
 
+class CrossAttnBlockpp(nn.Module):
+  """Residual cross-attention from the pixels to a context sequence (not in the paper's code).
+
+  x: (B, H, W, C), context: (B, L, D) -> (B, H, W, C). With h = GroupNorm(x), per head n of
+  N (d = C / N channels each):
+
+      q = NIN(h) (B, H, W, C),  k = NIN(context), v = NIN(context) (B, L, C)
+      a_n = softmax_l(q_n . k_{n,l} / sqrt(d)) v_{n,l}                  (B, H, W, d)
+      out = x + NIN_0(concat_n a_n)
+
+  NIN_0 is initialised at (near) zero (init_scale 0, as AttnBlockpp's output), and the sum is
+  plain, not divided by sqrt(2) under skip_rescale: at initialisation the block is the identity,
+  so a network with it computes what the same network without it does.
+  """
+  num_heads: int = 1
+
+  @nn.compact
+  def __call__(self, x, context):
+    B, H, W, C = x.shape
+    if C % self.num_heads:
+      raise ConfigError(f'{C} channels do not split into {self.num_heads} attention heads.')
+    d = C // self.num_heads
+    h = group_norm(x)
+    context = context.astype(x.dtype)
+    q = NIN(C, init_scale=0.1)(h).reshape(B, H * W, self.num_heads, d)
+    k = NIN(C, init_scale=0.1)(context).reshape(B, -1, self.num_heads, d)
+    v = NIN(C, init_scale=0.1)(context).reshape(B, -1, self.num_heads, d)
+    w = jnp.einsum('bpnd,blnd->bnpl', q, k) * d**-0.5
+    w = jax.nn.softmax(w.astype(jnp.float32), axis=-1).astype(x.dtype)
+    a = jnp.einsum('bnpl,blnd->bpnd', w, v).reshape(B, H, W, C)
+    return x + NIN(C, init_scale=0.0)(a)
+
+
 class Upsample(nn.Module):
   """2x upsampling: nearest (+ 3x3 conv) or FIR (+ fused 3x3 conv); optionally to out_ch channels."""
   out_ch: int | None = None

@@ -15,6 +15,10 @@ The architecture, in the paper's terms:
   - `scale_by_sigma`: divide the output by sigma (VE: the network predicts the score
     -z / sigma with a target of unit scale).
   - `dtype`, `remat`: compute dtype and rematerialised blocks (models/compute.py).
+  - `context_dim` (not in the paper): a context (B, context_length, context_dim) (e.g. a
+    caption's words or a text encoder's states) that a `layerspp.CrossAttnBlockpp` after every
+    attention block cross-attends to, with `context_heads` heads. None (the default): no such
+    block, and the parameters are exactly the paper's.
 
 Parameter names and shapes equal those of the paper's code for the same config.
 """
@@ -73,6 +77,9 @@ class NCSNpp(nn.Module):
   two_times: bool = False         # MeanFlow's u(x, r, t): an embedding of the span t - r added too
   dtype: Any = jnp.float32        # compute dtype (parameters stay float32)
   remat: bool = False             # rematerialise the residual and attention blocks
+  context_dim: int | None = None  # D of the context cross-attended to after each attention block
+  context_length: int = 1         # L of the contexts it is given (no parameter depends on it)
+  context_heads: int = 1
 
   def _validate(self, x):
     _check_choice(self.resblock_type, RESBLOCK_TYPES, 'resblock_type')
@@ -117,6 +124,18 @@ class NCSNpp(nn.Module):
     attn = functools.partial(compute.blocks(layerspp.AttnBlockpp, self.remat),
                              init_scale=self.init_scale, skip_rescale=self.skip_rescale)
     return resblock, attn
+
+  def _attention(self, self_attn, batch: int, context):
+    """``attn(h)``: a new self-attention block on h, then, with ``context_dim``, a new
+    cross-attention block to the context."""
+    if not self.context_dim:
+      return lambda h: self_attn()(h)
+    if context is None:
+      context = jnp.zeros((batch, self.context_length, self.context_dim))
+    context = context.astype(self.dtype)
+    cross = functools.partial(compute.blocks(layerspp.CrossAttnBlockpp, self.remat),
+                              num_heads=self.context_heads)
+    return lambda h: cross()(self_attn()(h), context)
 
   def _downsample(self, h, temb, train, resblock):
     if self.resblock_type.lower() == 'ddpm':
@@ -164,10 +183,14 @@ class NCSNpp(nn.Module):
     return pyramid, pyramid
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False, class_labels=None, interval=None):
+  def __call__(self, x, labels, train: bool = False, class_labels=None, interval=None,
+               context=None):
+    """``context`` (B, L, context_dim): read only with ``context_dim`` (None there: zeros, the
+    null context)."""
     self._validate(x)
     act = layers.get_act(self.nonlinearity)
-    resblock, attn = self._blocks(act)
+    resblock, self_attn = self._blocks(act)
+    attn = self._attention(self_attn, x.shape[0], context)
     num_resolutions = len(self.ch_mult)
     temb, sigmas = self._embed(labels, act, class_labels, interval)
     if not self.centered:
@@ -182,7 +205,7 @@ class NCSNpp(nn.Module):
       for _ in range(self.num_res_blocks):
         h = resblock(out_ch=self.nf * self.ch_mult[i_level])(hs[-1], temb, train)
         if h.shape[1] in self.attn_resolutions:
-          h = attn()(h)
+          h = attn(h)
         hs.append(h)
       if i_level != num_resolutions - 1:
         h = self._downsample(hs[-1], temb, train, resblock)
@@ -190,7 +213,7 @@ class NCSNpp(nn.Module):
         hs.append(h)
 
     h = resblock()(hs[-1], temb, train)
-    h = attn()(h)
+    h = attn(h)
     h = resblock()(h, temb, train)
 
     # Decoder: consumes the skips in reverse; the output pyramid runs alongside.
@@ -200,7 +223,7 @@ class NCSNpp(nn.Module):
         h = resblock(out_ch=self.nf * self.ch_mult[i_level])(
             jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
       if h.shape[1] in self.attn_resolutions:
-        h = attn()(h)
+        h = attn(h)
       h, pyramid = self._output_pyramid(pyramid, h, act, x.shape[-1],
                                         top=i_level == num_resolutions - 1)
       if i_level != 0:
@@ -232,4 +255,7 @@ def from_config(config) -> nn.Module:
       num_channels=d.num_channels, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
       num_scales=m.num_scales,
       num_classes=d.num_classes if m.class_conditional else None,
-      two_times=precond.two_times(config), **compute.from_config(config)))
+      two_times=precond.two_times(config),
+      context_dim=None if m.get('context_dim') is None else int(m.context_dim),
+      context_length=int(m.get('context_length', 1)),
+      context_heads=int(m.get('context_heads', 1)), **compute.from_config(config)))
