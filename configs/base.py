@@ -189,8 +189,8 @@ def get_base_config():
   model.unet_preset = 'sd1'              # 'sd1' | 'sd2' | 'tiny'
   model.unet_channels = placeholder(tuple)   # None: the preset's block_out_channels
   model.context_dim = placeholder(int)   # D; None: the preset's cross_attention_dim (for
-                                         # 'ncsnpp', 'mlp': no context; set, NCSN++ / DDPM++
-                                         # cross-attend to it after each attention block)
+                                         # 'ncsnpp', 'dit', 'mlp': no context; set, NCSN++ /
+                                         # DDPM++ and DiT cross-attend to it)
   model.context_heads = 1                # NCSN++ / DDPM++'s cross-attention heads
   model.context_length = 77              # L (CLIP's 77 tokens)
   model.unclip_tokens = 4                # unCLIP's decoder (models/unclip.py, 'unclip_decoder'):

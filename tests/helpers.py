@@ -124,3 +124,14 @@ def random_params(shapes, seed: int = 0, scale: float = 0.2):
   without compiling a network's initialiser (which costs ~20 s for a UNet on a loaded CPU)."""
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda s: scale * rng.standard_normal(s.shape).astype(np.float32), shapes)
+
+
+def assert_zero_output_is_context_free(out, at_init, trained, contexts, reference):
+  """``out(params, context)`` with the cross-attention output projections at zero
+  (``at_init``) equals the context-free network's ``reference`` for each of ``contexts``; with
+  them random (``trained``) it differs between the first two contexts."""
+  scale = float(np.abs(reference).max())
+  for context in contexts:
+    np.testing.assert_allclose(out(at_init, context), reference, rtol=0, atol=1e-5 * scale)
+  a, b = out(trained, contexts[0]), out(trained, contexts[1])
+  assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-2 * scale

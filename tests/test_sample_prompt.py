@@ -114,5 +114,5 @@ def test_a_prompt_for_an_unconditional_model_is_one_line(tmp_path, capsys):
                        f'--workdir={tmp_path}', '--prompt=a seven')
   err = capsys.readouterr().err.strip()
   assert rc != 0 and err == ("Error: --prompt conditions a text-conditional model (model.name="
-                             "'unet_condition', or 'ncsnpp' with model.context_dim); this "
-                             'model (NCSNpp) cross-attends to no context.'), err
+                             "'unet_condition', or 'ncsnpp' / 'dit' with model.context_dim); "
+                             'this model (NCSNpp) cross-attends to no context.'), err

@@ -28,10 +28,10 @@ from score_sde.errors import ConfigError, DataError, MissingFileError
 
 CAPTIONS_FILE = 'captions.txt'
 # Models conditioned on a context: SD's UNet (cross-attention), unCLIP's decoder (an embedding),
-# and, when model.context_dim is set, the MLP (unCLIP's prior) and NCSN++ / DDPM++
-# (cross-attention after each attention block).
-CONTEXT_MODELS = ('unet_condition', 'unclip_decoder', 'mlp', 'ncsnpp')
-CONTEXT_DIM_MODELS = ('mlp', 'ncsnpp')   # take a context only with model.context_dim
+# and, when model.context_dim is set, the MLP (unCLIP's prior), NCSN++ / DDPM++ (cross-attention
+# after each attention block) and DiT (cross-attention in each block).
+CONTEXT_MODELS = ('unet_condition', 'unclip_decoder', 'mlp', 'ncsnpp', 'dit')
+CONTEXT_DIM_MODELS = ('mlp', 'ncsnpp', 'dit')   # take a context only with model.context_dim
 
 
 def takes_context(config) -> bool:

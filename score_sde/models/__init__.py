@@ -4,8 +4,9 @@ Every model is a Flax Linen module called as ``model.apply({'params': p}, x, lab
 (with ``rngs={'dropout': key}`` when training with dropout); ``labels`` are the (B,) noise
 conditioning from ``models.utils`` and the output has x's shape. Each model module exposes
 ``from_config(config)``, which alone reads the config and passes typed keyword arguments.
-Context-conditional networks (``unet_condition``: cross-attention to a sequence of embeddings,
-e.g. a text encoder's states) also take ``context`` (B, L, D); ``utils.context_shape`` says which.
+Context-conditional networks (``unet_condition``, and ``ncsnpp`` / ``dit`` with
+``model.context_dim``: cross-attention to a sequence of embeddings, e.g. a text encoder's states)
+also take ``context`` (B, L, D); ``utils.context_shape`` says which.
 With ``data.latents`` the network is built for the latents: ``from_config`` sees the config's
 ``latent_view`` (image size and channels replaced by the latent's).
 """

@@ -7,6 +7,11 @@
             x += gate_msa * attn(modulate(LN(x), shift_msa, scale_msa)), likewise the MLP
   output  = unpatchify(linear(modulate(LN(x), shift, scale)))  (B, H, W, C) [or 2 C]
 
+With ``context_dim`` (not in DiT; PixArt-alpha's text conditioning, Chen et al. 2023) each block
+also cross-attends to a context (B, L, context_dim) between the attention and the MLP:
+x += CrossAttention(LN(x), context), its output projection zero-initialised, so the initial
+network is the context-free one; None (the default) leaves DiT's parameters as they are.
+
 modulate(h, shift, scale) = h (1 + scale) + shift. The adaLN projections and the final layer start
 at zero, so each block starts as the identity and the network's output as 0 (adaLN-Zero).
 
@@ -131,6 +136,26 @@ class Attention(nn.Module):
     return nn.Dense(d, kernel_init=xavier, dtype=x.dtype, name='proj')(h)
 
 
+class CrossAttention(nn.Module):
+  """Multi-head cross-attention (PixArt-alpha's names): queries ``q_linear`` from x (B, T, D),
+  keys and values ``kv_linear`` from the context (B, L, D_ctx), softmax over the L tokens, then
+  ``proj`` (zero-initialised). (B, T, D) -> (B, T, D)."""
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, x, context):
+    b, t, d = x.shape
+    c = d // self.num_heads
+    q = nn.Dense(d, kernel_init=xavier, dtype=x.dtype, name='q_linear')(x)
+    kv = nn.Dense(2 * d, kernel_init=xavier, dtype=x.dtype, name='kv_linear')(
+        context.astype(x.dtype))
+    k, v = jnp.moveaxis(kv.reshape(b, -1, 2, self.num_heads, c), 2, 0)
+    logits = jnp.einsum('bqhc,bkhc->bhqk', q.reshape(b, t, self.num_heads, c), k) / math.sqrt(c)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    h = jnp.einsum('bhqk,bkhc->bqhc', weights, v).reshape(b, t, d)
+    return nn.Dense(d, kernel_init=zeros, dtype=x.dtype, name='proj')(h)
+
+
 class Mlp(nn.Module):
   """fc1, GELU (tanh approximation), fc2."""
   hidden_features: int
@@ -148,13 +173,17 @@ class DiTBlock(nn.Module):
   mlp_ratio: float = 4.0
 
   @nn.compact
-  def __call__(self, x, c):
+  def __call__(self, x, c, context=None):
+    """``context`` (B, L, D_ctx) or None (no cross-attention layer)."""
     d = x.shape[-1]
     mod = nn.Dense(6 * d, kernel_init=zeros, dtype=x.dtype,
                    name='adaLN_modulation_1')(nn.silu(c))
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
     h = modulate(layer_norm('norm1')(x), shift_msa, scale_msa)
     x = x + gate_msa[:, None, :] * Attention(self.num_heads, name='attn')(h)
+    if context is not None:
+      x = x + CrossAttention(self.num_heads, name='cross_attn')(layer_norm('norm_cross')(x),
+                                                                context)
     h = modulate(layer_norm('norm2')(x), shift_mlp, scale_mlp)
     return x + gate_mlp[:, None, :] * Mlp(int(d * self.mlp_ratio), name='mlp')(h)
 
@@ -195,6 +224,8 @@ class DiT(nn.Module):
   centered: bool = True           # False: inputs in [0, 1] are mapped to [-1, 1] first
   dtype: Any = jnp.float32        # compute dtype (parameters stay float32)
   remat: bool = False             # rematerialise each block in the backward pass
+  context_dim: int | None = None  # D of a context each block cross-attends to (None: none)
+  context_length: int = 1         # L of the contexts it is given (no parameter depends on it)
 
   def check_input(self, x):
     p = self.patch_size
@@ -207,7 +238,7 @@ class DiT(nn.Module):
 
   @nn.compact
   def __call__(self, x, labels, train: bool = False, class_labels=None,
-               return_sigma: bool = False):
+               return_sigma: bool = False, context=None):
     del train  # DiT has no dropout; label dropout is the loss's (training.label_dropout)
     self.check_input(x)
     _, height, width, _ = x.shape
@@ -222,9 +253,14 @@ class DiT(nn.Module):
     tokens = patches.reshape(patches.shape[0], -1, d)
     tokens = tokens + jnp.asarray(pos_embed_2d(d, height // p, width // p), self.dtype)
     c = c.astype(self.dtype)
+    if self.context_dim:
+      context = (jnp.zeros((x.shape[0], self.context_length, self.context_dim))
+                 if context is None else context).astype(self.dtype)
+    else:
+      context = None
     block = nn.remat(DiTBlock) if self.remat else DiTBlock
     for i in range(self.depth):
-      tokens = block(self.num_heads, self.mlp_ratio, name=f'blocks_{i}')(tokens, c)
+      tokens = block(self.num_heads, self.mlp_ratio, name=f'blocks_{i}')(tokens, c, context)
     out_channels = self.in_channels * (2 if self.learn_sigma else 1)
     tokens = FinalLayer(p, out_channels, name='final_layer')(tokens, c)
     out = unpatchify(tokens, height, width, p).astype(jnp.float32)
@@ -272,5 +308,7 @@ def from_config(config) -> nn.Module:
       in_channels=d.num_channels, mlp_ratio=m.get('mlp_ratio', 4.0),
       learn_sigma=m.get('learn_sigma', False),
       num_classes=d.num_classes if m.get('class_conditional', False) else None,
-      centered=d.centered, **fields, **compute.from_config(config)),
+      centered=d.centered,
+      context_dim=None if m.get('context_dim') is None else int(m.context_dim),
+      context_length=int(m.get('context_length', 1)), **fields, **compute.from_config(config)),
       embedding_type='positional')

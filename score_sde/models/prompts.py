@@ -39,7 +39,7 @@ def check_prompts(prompts: Sequence[str], model) -> list[str]:
                       'samples give any prompt and sampling.guidance_scale=-1).')
   if mutils.context_shape(model) is None:
     raise ConfigError("--prompt conditions a text-conditional model (model.name="
-                      "'unet_condition', or 'ncsnpp' with model.context_dim); this model "
+                      "'unet_condition', or 'ncsnpp' / 'dit' with model.context_dim); this model "
                       f"({type(getattr(model, 'net', model)).__name__}) cross-attends to no "
                       'context.')
   return prompts

@@ -176,8 +176,8 @@ def check_context(model, context, what: str = 'The context') -> tuple[int, int]:
   shape = mutils.context_shape(model)
   if shape is None:
     raise ConfigError(f'{what} conditions a model that cross-attends to embeddings '
-                      "(model.name='unet_condition', or 'ncsnpp' with model.context_dim); this "
-                      'model takes no context.')
+                      "(model.name='unet_condition', or 'ncsnpp' / 'dit' with "
+                      'model.context_dim); this model takes no context.')
   if context is not None and tuple(np.shape(context)[1:]) != shape:
     raise DataError(f'{what} has shape {tuple(np.shape(context)[1:])} per example; the model '
                     f'cross-attends to {shape} (model.context_length, model.context_dim).')
