@@ -142,8 +142,14 @@ def evaluate(config, trained: contrastive.TrainedPair, split: str = 'test') -> d
   embeddings of its six caption forms), as ``evaluation/zero_shot.py`` defines them."""
   config = captions_config(config)
   images, labels, found = split_examples(config, split)
-  v = trained.encode_images(images)
-  metrics = zero_shot.retrieval_accuracy(v, trained.encode_text(found, 'Caption'), found)
+  return _metrics(config, trained, trained.encode_images(images),
+                  trained.encode_text(found, 'Caption'), labels, found)
+
+
+def _metrics(config, trained: contrastive.TrainedPair, v: np.ndarray, u: np.ndarray, labels,
+             found) -> dict[str, float]:
+  """``evaluate``'s metrics from a split's (N, D) image and caption embeddings ``v``, ``u``."""
+  metrics = zero_shot.retrieval_accuracy(v, u, found)
   if config.data.dataset == 'digits':
     prompts, forms = digit_prompts()
     metrics['zero_shot_accuracy'] = zero_shot.zero_shot_accuracy(
@@ -160,12 +166,12 @@ def export(config, trained: contrastive.TrainedPair, workdir: str) -> dict[str, 
   config = captions_config(config)
   arrays = {'image': {}, 'text': {}}
   for split in SPLITS[config.data.dataset]:
-    images, _, found = split_examples(config, split)
-    arrays['image'][split] = trained.encode_images(images)[:, None]
-    arrays['text'][split] = trained.encode_text(found, 'Caption')[:, None]
+    images, labels, found = split_examples(config, split)
+    v, u = trained.encode_images(images), trained.encode_text(found, 'Caption')
+    arrays['image'][split], arrays['text'][split] = v[:, None], u[:, None]
   for side, per_split in arrays.items():
     reporting.write_npz(ckpt_contrastive.embeddings_path(workdir, side), **per_split)
-  metrics = evaluate(config, trained, SPLITS[config.data.dataset][-1])
+  metrics = _metrics(config, trained, v, u, labels, found)   # the last split: the held-out one
   reporting.write_json(os.path.join(ckpt_contrastive.contrastive_dir(workdir), 'metrics.json'),
                        metrics)
   reporting.say(f'contrastive: {metrics}')

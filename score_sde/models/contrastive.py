@@ -11,7 +11,7 @@ word contexts and a small image encoder, both ending in unit vectors of one spac
 Trained with the symmetric InfoNCE loss with a learnt temperature (``clip_loss``): the logits
 are s v_i . u_j with s = exp(log_scale) (CLIP's init s = 1 / 0.07, capped at 100). Zero-shot
 classification scores an image against the embeddings of one prompt per class
-(``zero_shot_logits``).
+(``evaluation/zero_shot.py``).
 """
 from __future__ import annotations
 
@@ -51,12 +51,6 @@ def clip_loss(image_embeddings: jax.Array, text_embeddings: jax.Array,
   per_image = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   per_text = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels)
   return (jnp.mean(per_image) + jnp.mean(per_text)) / 2
-
-
-def zero_shot_logits(image_embeddings: jax.Array, prompt_embeddings: jax.Array) -> jax.Array:
-  """(N, D) image and (K, D) prompt unit vectors -> (N, K) cosine similarities; the argmax over
-  K is the zero-shot class."""
-  return image_embeddings @ prompt_embeddings.T
 
 
 class _Layer(nn.Module):
