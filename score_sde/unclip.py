@@ -61,7 +61,7 @@ def prior_embeddings(prior: api.Run, prompts: Sequence[str], n: int, *, seed: in
   """(n, D) unit image embeddings from ``prior`` (prompts cycled over n)."""
   found = prior.sample(n, prompts=list(prompts), seed=seed, show_progress=False,
                        guidance_scale=guidance_scale).images
-  return np.asarray(unclip_models.to_unit(found))
+  return np.asarray(contrastive.normalize(found))   # the prior learns sqrt(D) e
 
 
 def text_to_image(prior: api.Run, decoder: api.Run, prompts: Sequence[str], n: int, *,

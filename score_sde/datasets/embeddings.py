@@ -4,7 +4,7 @@
 
 Embeddings are unit vectors, whose coordinates have RMS 1 / sqrt(D); each record is the vector
 scaled by sqrt(D), so that the data has the unit per-coordinate scale the SDEs' priors and
-EDM's sigma_data assume (``models/unclip.to_unit`` maps a sample back onto the sphere).
+EDM's sigma_data assume (``models.contrastive.normalize`` maps a sample back onto the sphere).
 ``data.dim`` must be D and ``data.image_size`` None (the low-dimensional path); records carry
 no label.
 """

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from score_sde.errors import ConfigError
 from score_sde.models import precond, unet_condition
@@ -55,9 +54,3 @@ def decoder_from_config(config) -> nn.Module:
   unet = unet_condition.build(config)
   return precond.wrap(config, UnCLIPDecoder(unet=unet, context_dim=int(m.context_dim),
                                             num_tokens=int(m.unclip_tokens)), 'positional')
-
-
-def to_unit(x: jax.Array) -> jax.Array:
-  """A generated embedding (B, D) or (B, 1, D), at any scale (the prior learns sqrt(D) e), back
-  onto the unit sphere the decoder was trained on."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
