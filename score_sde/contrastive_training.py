@@ -91,9 +91,10 @@ def train_contrastive(config, workdir: str,
                                       batch_size=c.batch_size) for split in ('train', 'test')}
   rngs = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 13), 3)
   shapes = input_shapes(config)
+  vocabulary = contexts.vocabulary(config)   # a folder's: read from its captions file once
   if parallel.is_main_process():
     ckpt_contrastive.write_spec(workdir, {k: c[k] for k in contrastive.FIELDS},
-                                contexts.vocabulary(config), shapes[1], shapes[0])
+                                vocabulary, shapes[1], shapes[0])
   init = lambda rng: train_state.new_state(contrastive.init_params(rng, pair, *shapes),
                                            optimizer)
   job = training.Job(
@@ -107,16 +108,17 @@ def train_contrastive(config, workdir: str,
   state = training.run(job, mesh)
   if parallel.is_main_process():
     export(config, contrastive.TrainedPair(pair, parallel.to_host(state.params),
-                                           contexts.vocabulary(config), shapes[1], shapes[0]),
+                                           vocabulary, shapes[1], shapes[0]),
            workdir)
   return state
 
 
 def input_shapes(config) -> tuple[tuple[int, int, int], int, int]:
-  """((H, W, C) of the images, L words, V vocabulary words) the pair reads."""
+  """((H, W, C) of the images, L words, V vocabulary words) the pair reads; ``config`` as
+  ``captions_config`` makes it (model.context_dim = V)."""
   d = config.data
   return ((d.image_size, d.image_size, d.num_channels), int(config.contrastive.context_length),
-          len(contexts.vocabulary(config)))
+          int(config.model.context_dim))
 
 
 def split_examples(config, split: str):
