@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from score_sde import checkpointing, consistency, datasets, models, sde_lib, stored_config
 from score_sde import train_state
+from score_sde.checkpointing import posthoc
 from score_sde.errors import ConfigError, MissingFileError
 from score_sde.sampling import grid_files
 
@@ -66,8 +67,9 @@ def check_score_model(path: str | None, config, key: str, role: str):
 def restore(workdir: str, config, step: int | None = None, ema: bool = True
             ) -> tuple[Any, Any, int]:
   """(network, parameters, step) of ``workdir``'s checkpoint ``step`` (default: the latest),
-  trained with ``config`` (checked against the checkpoint's stored config): the EMA parameters,
-  or with ``ema=False`` the raw ones."""
+  trained with ``config`` (checked against the checkpoint's stored config): the EMA parameters
+  (the post-hoc EMA of length ``sampling.ema_sigma_rel`` where that is set), or with
+  ``ema=False`` the raw ones."""
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
   try:
     model = models.get_model(config)
@@ -75,5 +77,5 @@ def restore(workdir: str, config, step: int | None = None, ema: bool = True
     state, _ = ckpt.restore(template, step, config=config)
   finally:
     ckpt.close()
-  params = state.ema_params if ema else state.params
+  params = posthoc.chosen_ema_params(config, workdir, state) if ema else state.params
   return model, jax.tree.map(jnp.asarray, params), int(state.step)

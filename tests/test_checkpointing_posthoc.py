@@ -85,3 +85,11 @@ def test_training_stores_power_emas_and_snapshots(tmp_path):
   assert step == 12
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), rebuilt,
                jax.device_get(final.power_ema_params[1]))
+  # score_sde.load reads the post-hoc EMA that sampling.ema_sigma_rel names, as sample.py does.
+  import score_sde
+  config.sampling.ema_sigma_rel = 0.10
+  run = score_sde.load(workdir, config=config)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), run.params,
+               jax.device_get(final.power_ema_params[1]))
+  assert not np.allclose(jax.tree.leaves(score_sde.load(workdir).params)[0],
+                         jax.tree.leaves(run.params)[0])

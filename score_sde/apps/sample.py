@@ -38,8 +38,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from score_sde import checkpointing, cli, config_checks, consistency, datasets, errors
-from score_sde import generation, models, plotting, progress, reporting, sde_lib, train_state
-from score_sde.checkpointing import paper, posthoc
+from score_sde import generation, models, plotting, progress, reporting, runs, sde_lib
+from score_sde.checkpointing import paper
 from score_sde.errors import ConfigError, DataError, MissingFileError
 from score_sde.models import convert_unet, prompts as prompt_lib, torch_weights, unet_condition
 from score_sde.models import utils as mutils
@@ -192,14 +192,11 @@ def conditional_inputs(config, flags, num_classes: int | None,
 
 def restore_ema_params(config, workdir, step=None):
   """(step, EMA parameters) of a checkpoint trained with ``config``: the classic EMA, or the
-  post-hoc EMA of length ``sampling.ema_sigma_rel`` at that step."""
+  post-hoc EMA of length ``sampling.ema_sigma_rel`` at that step (``runs.restore``)."""
   if not os.path.isdir(workdir):
     raise errors.MissingFileError(f'--workdir {workdir} does not exist.')
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
-  ckpt.check_config(config, step)   # another run's config: stop before building anything
-  state, _ = ckpt.restore(train_state.restore_template(config), step)
-  ckpt.close()
-  return int(state.step), posthoc.chosen_ema_params(config, workdir, state)
+  _, params, step = runs.restore(workdir, config, step)
+  return step, params
 
 
 def optimise_grid(config, sde, model, params, step: int, num: int) -> str:
