@@ -5,12 +5,19 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo_spiral_vp
 DEMO_CONFIG ?= configs/vp/toy_spiral.py
 
-DIGITS_DIR ?= runs/demo_digits_vp
-DIGITS_CONFIG ?= configs/vp/digits_ddpmpp_continuous.py
+# make demo-digits FAMILY=subvp | ve | rf | edm: the same demo for another SDE family.
+FAMILY ?= vp
+DIGITS_DIR ?= runs/demo_digits_$(FAMILY)
+DIGITS_CONFIG_vp := configs/vp/digits_ddpmpp_continuous.py
+DIGITS_CONFIG_subvp := configs/subvp/digits_ddpmpp_continuous.py
+DIGITS_CONFIG_ve := configs/ve/digits_ncsnpp_continuous.py
+DIGITS_CONFIG_rf := configs/rf/digits_ddpmpp_continuous.py
+DIGITS_CONFIG_edm := configs/edm/digits_ddpmpp_continuous.py
+DIGITS_CONFIG ?= $(DIGITS_CONFIG_$(FAMILY))
 TEXT_DIR ?= runs/demo_digits_text
 TEXT_CONFIG ?= configs/text/digits.py
 
-.PHONY: demo demo-digits demo-text test bench clean
+.PHONY: demo demo-digits digits-family demo-text test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +31,12 @@ demo: $(VENV)/.installed
 
 # The model (4,000 steps), its autoguidance guide (nf 8, 500 steps: configs/digits_guide.py), then
 # 64 digits guided away from the guide's errors below sigma = 2 (README, "Autoguidance").
-demo-digits: $(VENV)/.installed
+digits-family:
+	@test -n "$(DIGITS_CONFIG)" || { echo "FAMILY=$(FAMILY): unknown; valid: vp subvp ve rf edm"; exit 2; }
+
+demo-digits: digits-family $(VENV)/.installed
 	$(PY) train.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR)
-	$(PY) train.py --config=configs/digits_guide.py:vp --workdir=$(DIGITS_DIR)_guide
+	$(PY) train.py --config=configs/digits_guide.py:$(FAMILY) --workdir=$(DIGITS_DIR)_guide
 	$(PY) sample.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR) --num_samples=64 \
 	    --config.sampling.autoguidance_workdir=$(DIGITS_DIR)_guide \
 	    --config.sampling.autoguidance_scale=0.5 --config.sampling.autoguidance_sigma_max=2
