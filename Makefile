@@ -39,7 +39,7 @@ demo-digits: digits-family $(VENV)/.installed
 	$(PY) train.py --config=configs/digits_guide.py:$(FAMILY) --workdir=$(DIGITS_DIR)_guide
 	$(PY) sample.py --config=$(DIGITS_CONFIG) --workdir=$(DIGITS_DIR) --num_samples=64 \
 	    --config.sampling.autoguidance_workdir=$(DIGITS_DIR)_guide \
-	    --config.sampling.autoguidance_scale=0.5 --config.sampling.autoguidance_sigma_max=2
+	    --config.sampling.autoguidance_scale=0.3 --config.sampling.autoguidance_sigma_max=2
 
 # A text-conditioned digits model (captions made from labels and measured attributes), then a
 # grid for a few prompts, guided (w = 2) against the empty prompt.
