@@ -1,12 +1,12 @@
 """The autoguidance guide of a digits config (``sampling.autoguidance_workdir``): the family's own
 config with a quarter of the channels (nf 8, ~12k parameters against ~180k) trained an eighth as
-long on half the batch (500 steps of 64, under a minute on a 2-core CPU). Autoguidance (Karras et al. 2024) wants a
-guide with the model's kind of errors, only more of them: same SDE, preconditioning and data,
-smaller and shorter-trained. Measured in benchmarks/RESULTS.md ("Autoguidance on the digits").
+long on half the batch (500 steps of 64, under a minute on a 2-core CPU). Autoguidance (Karras
+et al. 2024) wants a guide with the model's kind of errors, only more of them: same SDE,
+preconditioning and data, smaller and shorter-trained. Measured in benchmarks/RESULTS.md ("Autoguidance on the digits").
 
     train.py --config=configs/digits_guide.py:vp --workdir=runs/demo_digits_vp_guide
     sample.py --workdir=runs/demo_digits_vp --config.sampling.autoguidance_workdir=\
-runs/demo_digits_vp_guide --config.sampling.autoguidance_scale=0.5
+runs/demo_digits_vp_guide --config.sampling.autoguidance_scale=0.3
 """
 import importlib
 

@@ -6,7 +6,8 @@ ODE, DPM-Solver++ and Heun across NFE: the paper's comparison at a size a 2-core
 
 Variants: the digits config of each family as it is (``configs/{vp,subvp,ve,rf,edm}/digits_*``,
 the digits' native 8x8) but trained for 2,000 steps of batch 64 (the configs: 4,000 of 128) to
-fit the spec in half an hour on 2 CPU cores; trained once each. Every cell draws 256 samples with 3 sampling seeds; metrics:
+fit the spec in half an hour on 2 CPU cores; trained once each. Every cell draws 256 samples
+with 3 sampling seeds; metrics:
 ``digits_fd`` (Fréchet distance of the offline digits classifier's features to the train
 split's) and ``digits_confidence`` (its mean max-softmax), and ``bpd``, the probability-flow
 likelihood of the first 128 test digits (uniform dequantisation; once per model).
